@@ -1,0 +1,72 @@
+"""HuBERT frame arithmetic: one frame per 20 ms of 16 kHz audio.
+
+HuBERT's convolutional feature extractor has a receptive field of 400 samples and
+a stride of 320 samples, so an utterance of ``n`` samples yields
+``floor((n - 400) / 320) + 1`` frames (DESIGN.md section 1).
+"""
+
+import torch
+
+SAMPLE_RATE = 16000
+FRAME_SHIFT = 320
+RECEPTIVE_FIELD = 400
+
+
+class TooShortError(ValueError):
+    """Raised when a clip is shorter than one HuBERT frame (400 samples)."""
+
+
+def n_frames(n_samples):
+    """Return the number of HuBERT frames for a clip of ``n_samples`` samples.
+
+    Arguments
+    ---------
+    n_samples : int or torch.Tensor
+        Number of 16 kHz samples (a tensor gives an elementwise answer).
+
+    Returns
+    -------
+    int or torch.Tensor
+        ``floor((n_samples - 400) / 320) + 1``.
+
+    Raises
+    ------
+    TooShortError
+        If any clip holds fewer than 400 samples (25 ms), too short for one frame.
+
+    Example
+    -------
+    >>> n_frames(16000)
+    49
+    >>> n_frames(torch.tensor([400, 719, 720]))
+    tensor([1, 1, 2])
+    """
+    if isinstance(n_samples, torch.Tensor):
+        if bool((n_samples < RECEPTIVE_FIELD).any()):
+            raise TooShortError(
+                f"a clip of {int(n_samples.min())} samples is shorter than one HuBERT "
+                f"frame ({RECEPTIVE_FIELD} samples = 25 ms at 16 kHz); drop it or pad it"
+            )
+        return torch.div(
+            n_samples.long() - RECEPTIVE_FIELD, FRAME_SHIFT, rounding_mode="floor"
+        ) + 1
+    n_samples = int(n_samples)
+    if n_samples < RECEPTIVE_FIELD:
+        raise TooShortError(
+            f"a clip of {n_samples} samples is shorter than one HuBERT frame "
+            f"({RECEPTIVE_FIELD} samples = 25 ms at 16 kHz); drop it or pad it"
+        )
+    return (n_samples - RECEPTIVE_FIELD) // FRAME_SHIFT + 1
+
+
+def frame_mask(frame_counts, max_frames):
+    """Boolean mask ``(batch, max_frames)``, True on real frames, False on padding.
+
+    Example
+    -------
+    >>> frame_mask(torch.tensor([2, 3]), 3)
+    tensor([[ True,  True, False],
+            [ True,  True,  True]])
+    """
+    positions = torch.arange(max_frames, device=frame_counts.device)
+    return positions.unsqueeze(0) < frame_counts.unsqueeze(1)

@@ -1,0 +1,167 @@
+"""Emotion metrics: WA (overall accuracy), UA (mean per-class recall), confusion matrix.
+
+The one metrics function of the project (``emotion_metrics``) and the one writer of a run's
+test report (``EmotionReport``): ``predictions.csv``, the confusion matrix as text and PNG, and
+``metrics.json``.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lobes.io_utils import atomic_write, write_json_atomic
+
+
+def emotion_metrics(true_ids, predicted_ids, n_classes):
+    """Weighted accuracy, unweighted accuracy, per-class recall and confusion matrix.
+
+    Arguments
+    ---------
+    true_ids, predicted_ids : sequence of int
+        Class indices.
+    n_classes : int
+        Number of classes (rows/columns of the confusion matrix).
+
+    Returns
+    -------
+    dict
+        ``WA``, ``UA`` (mean recall over classes present in ``true_ids``), ``recall`` (list,
+        ``nan`` for absent classes) and ``confusion`` (rows = true, columns = predicted).
+
+    Example
+    -------
+    >>> m = emotion_metrics([0, 0, 0, 1], [0, 0, 1, 1], 2)
+    >>> m["WA"], round(m["UA"], 4), m["confusion"]
+    (0.75, 0.8333, [[2, 1], [0, 1]])
+    """
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(true_ids, int), np.asarray(predicted_ids, int)), 1)
+    support = confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, np.diag(confusion) / support, np.nan)
+    total = confusion.sum()
+    return {
+        "WA": float(np.trace(confusion) / total) if total else float("nan"),
+        "UA": float(np.nanmean(recall)) if (support > 0).any() else float("nan"),
+        "recall": [float(r) for r in recall],
+        "confusion": confusion.tolist(),
+    }
+
+
+def format_confusion(confusion, classes):
+    """The confusion matrix as a text table (rows = true, columns = predicted).
+
+    Example
+    -------
+    >>> print(format_confusion([[2, 1], [0, 1]], ["neu", "sad"]))
+    true\\pred    neu   sad
+    neu            2     1
+    sad            0     1
+    """
+    width = max(6, *(len(c) + 2 for c in classes))
+    lines = ["true\\pred " + "".join(f"{c:>{width}}" for c in classes)]
+    for name, row in zip(classes, confusion, strict=True):
+        lines.append(f"{name:<10}" + "".join(f"{int(v):>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def plot_confusion(confusion, classes, path, title=""):
+    """Save the confusion matrix, with row-normalised shading and counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion)
+    rows = confusion.sum(axis=1, keepdims=True).clip(min=1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.2 * len(classes) + 1.5))
+    ax.imshow(confusion / rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            share = confusion[i, j] / rows[i, 0]
+            ax.text(j, i, f"{confusion[i, j]}\n{share:.0%}", ha="center", va="center",
+                    color="white" if share > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+class EmotionReport:
+    """Collect utterance scores during evaluation, then compute and write the test report.
+
+    Arguments
+    ---------
+    classes : list of str
+        Class names in index order.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> report = EmotionReport(["neu", "sad"])
+    >>> report.append(["u1", "u2"], torch.tensor([[2.0, 0.1], [0.3, 0.9]]), torch.tensor([0, 0]))
+    >>> report.metrics()["WA"]
+    0.5
+    >>> folder = tempfile.mkdtemp()
+    >>> report.write(folder)["UA"]
+    0.5
+    >>> sorted(p.name for p in Path(folder).iterdir())
+    ['confusion.png', 'metrics.json', 'predictions.csv']
+    """
+
+    def __init__(self, classes):
+        self.classes = list(classes)
+        self.ids, self.scores, self.targets = [], [], []
+
+    def append(self, ids, scores, targets):
+        """Add a batch: utterance ids, ``(batch, n_classes)`` scores, ``(batch,)`` class ids."""
+        self.ids.extend(ids)
+        self.scores.append(scores.detach().float().cpu())
+        self.targets.append(targets.detach().reshape(-1).long().cpu())
+
+    def metrics(self):
+        """WA, UA, per-class recall and confusion of what was appended."""
+        scores = torch.cat(self.scores)
+        return emotion_metrics(
+            torch.cat(self.targets).numpy(), scores.argmax(dim=1).numpy(), len(self.classes)
+        )
+
+    def write(self, folder, title=""):
+        """Write ``predictions.csv``, ``confusion.png`` and ``metrics.json``; return metrics.
+
+        ``predictions.csv`` has columns ``id``, ``true``, ``predicted``, then
+        ``score_<class>`` (softmax probabilities) for each class.
+        """
+        folder = Path(folder)
+        scores = torch.cat(self.scores)
+        probabilities = torch.softmax(scores, dim=1).numpy()
+        targets = torch.cat(self.targets).numpy()
+        predicted = scores.argmax(dim=1).numpy()
+        with atomic_write(folder / "predictions.csv", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "true", "predicted", *(f"score_{c}" for c in self.classes)])
+            for utt_id, true, pred, probs in zip(
+                self.ids, targets, predicted, probabilities, strict=True
+            ):
+                writer.writerow([utt_id, self.classes[true], self.classes[pred],
+                                 *(f"{p:.6f}" for p in probs)])
+        metrics = emotion_metrics(targets, predicted, len(self.classes))
+        metrics["classes"] = self.classes
+        metrics["n_utterances"] = len(self.ids)
+        plot_confusion(metrics["confusion"], self.classes, folder / "confusion.png", title)
+        write_json_atomic(folder / "metrics.json", metrics)
+        return metrics
+
+
+def read_metrics(folder):
+    """Read the ``metrics.json`` a run wrote into ``folder``."""
+    return json.loads((Path(folder) / "metrics.json").read_text())

@@ -1,0 +1,25 @@
+"""Installable GMP-TL recipe: the shared ``lobes`` package (the recipes import it)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="gmp-tl",
+    version="0.1.0",
+    description="GMP-TL speech emotion recognition as a SpeechBrain recipe",
+    packages=find_packages(include=["lobes", "lobes.*"]),
+    python_requires=">=3.11",
+    # Exact pins live in requirements.txt (installed by `make venv`); these are the floors.
+    install_requires=[
+        "torch>=2.9",
+        "torchaudio>=2.9",
+        "speechbrain>=1.1.2",
+        "transformers",
+        "scikit-learn",
+        "faiss-cpu",
+        "hyperpyyaml",
+        "numpy",
+        "soundfile",
+        "matplotlib",
+        "tqdm",
+    ],
+)
