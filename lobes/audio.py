@@ -1,0 +1,171 @@
+"""The one audio loader of the project: every stage, preparation and inference reads through it.
+
+Audio is returned as a 1-D float32 tensor at 16 kHz (DESIGN.md section 3): multichannel files are
+mixed down to mono by averaging the channels, other sample rates are resampled with
+``torchaudio.functional.resample``. Anything that cannot be used raises ``AudioError`` with a
+message naming the file and what to do about it.
+"""
+
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from lobes.frames import SAMPLE_RATE
+
+# At or below this rate, speech has lost everything above 4 kHz: usable, but worth a warning.
+BAND_LIMITED_RATE = 8000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the fix."""
+
+
+class AudioInfo(NamedTuple):
+    """Header facts of one audio file."""
+
+    sample_rate: int
+    channels: int
+    n_samples: int
+    duration: float
+
+
+def _check_exists(path):
+    if not path.exists():
+        raise AudioError(
+            f"audio file not found: {path}; check the path (and the data folder given to "
+            "the preparation) or restore the file from the corpus release"
+        )
+    if not path.is_file():
+        raise AudioError(f"not an audio file but a folder: {path}; give the path of a file")
+
+
+def _unreadable(path, reason):
+    return AudioError(
+        f"cannot read audio file {path} ({reason}); the file is corrupt, truncated or not "
+        "audio: restore it from the corpus release or re-convert it (16 kHz mono WAV)"
+    )
+
+
+def _empty(path):
+    return AudioError(
+        f"audio file {path} holds no samples; restore it from the corpus release or drop "
+        "the utterance from the manifest"
+    )
+
+
+def audio_info(path):
+    """Read the sample rate, channel count and length of an audio file from its header.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        Audio file in any format libsndfile reads (WAV, FLAC, ...).
+
+    Returns
+    -------
+    AudioInfo
+        ``sample_rate`` (Hz), ``channels``, ``n_samples`` (per channel), ``duration`` (seconds).
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, unreadable (corrupt, truncated header, not audio) or empty.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, numpy, soundfile
+    >>> wav_path = pathlib.Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav_path, numpy.zeros((8000, 2)), 16000)
+    >>> audio_info(wav_path)
+    AudioInfo(sample_rate=16000, channels=2, n_samples=8000, duration=0.5)
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        header = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise _unreadable(path, str(error).strip() or type(error).__name__) from error
+    if header.frames <= 0:
+        raise _empty(path)
+    return AudioInfo(
+        sample_rate=int(header.samplerate),
+        channels=int(header.channels),
+        n_samples=int(header.frames),
+        duration=header.frames / header.samplerate,
+    )
+
+
+def needs_conversion(info):
+    """Tell whether ``read_audio`` will convert this file (not 16 kHz, or not mono).
+
+    Example
+    -------
+    >>> needs_conversion(AudioInfo(16000, 1, 16000, 1.0))
+    False
+    >>> needs_conversion(AudioInfo(44100, 2, 44100, 1.0))
+    True
+    """
+    return info.sample_rate != SAMPLE_RATE or info.channels != 1
+
+
+def read_audio(path, target_sr=SAMPLE_RATE):
+    """Load an audio file as a mono float32 waveform at ``target_sr``.
+
+    Channels are averaged; other sample rates are resampled with
+    ``torchaudio.functional.resample``. Silent audio is returned as it is. Audio at 8 kHz or
+    less is accepted with a warning, because it lacks the upper half of the speech band.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        Audio file in any format libsndfile reads.
+    target_sr : int
+        Sample rate of the returned waveform (default 16000, the rate HuBERT expects).
+
+    Returns
+    -------
+    torch.Tensor
+        1-D float32 tensor of ``round(n_samples * target_sr / file_rate)`` samples.
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, unreadable, empty, or holds NaN or infinite samples.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, numpy, soundfile
+    >>> wav_path = pathlib.Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav_path, numpy.full((44100, 2), 0.25), 44100)
+    >>> waveform = read_audio(wav_path)
+    >>> waveform.shape, waveform.dtype
+    (torch.Size([16000]), torch.float32)
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        samples, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise _unreadable(path, str(error).strip() or type(error).__name__) from error
+    if samples.shape[0] == 0:
+        raise _empty(path)
+    if not np.isfinite(samples).all():
+        raise AudioError(
+            f"audio file {path} holds NaN or infinite samples; re-export or re-convert it "
+            "(e.g. to 16-bit PCM WAV) or drop the utterance from the manifest"
+        )
+    if file_sr <= BAND_LIMITED_RATE:
+        warnings.warn(
+            f"{path} is sampled at {file_sr} Hz: it is band-limited (nothing above "
+            f"{file_sr // 2} Hz) and will be upsampled to {target_sr} Hz; expect lower accuracy",
+            stacklevel=2,
+        )
+    waveform = torch.from_numpy(samples.mean(axis=1, dtype=np.float32))
+    if file_sr != target_sr:
+        waveform = torchaudio.functional.resample(waveform, int(file_sr), int(target_sr))
+    return waveform.contiguous()

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Prepare one leave-one-session-out IEMOCAP fold: ``train.json``, ``valid.json``, ``test.json``.
+
+The manifests follow the data contract of DESIGN.md section 4, keyed by utterance id::
+
+    {"wav": "/abs/.../Ses01F_impro01_F000.wav", "duration": 1.94, "emo": "neu",
+     "gender": "F", "spk": "Ses01_F", "session": 1}
+
+Only the 4-class labels are kept (``neu``, ``hap`` with ``exc`` merged in, ``ang``, ``sad``).
+The test session goes to ``test.json`` only; ``valid.json`` is a seeded, speaker-stratified share
+of the training sessions. Every wav is checked through the project's one audio loader
+(``lobes.audio``) before anything is written.
+
+Usage::
+
+    python recipes/IEMOCAP/GMP-TL/iemocap_prepare.py --data_folder PATH/IEMOCAP_full_release \\
+        --save_folder OUT --test_session 1 [--expected_utterances 5531] [--valid_ratio 0.1]
+"""
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import sys
+from pathlib import Path
+
+try:
+    from lobes.audio import AudioError, audio_info, needs_conversion
+    from lobes.io_utils import write_json_atomic
+except ModuleNotFoundError:  # run as a script from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lobes.audio import AudioError, audio_info, needs_conversion
+    from lobes.io_utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+SESSIONS = (1, 2, 3, 4, 5)
+LABEL_TO_EMO = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+FULL_RELEASE_UTTERANCES = 5531
+SPLITS = ("train", "valid", "test")
+OPTIONS_FILE = "prepare_options.json"
+
+# `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`
+ANNOTATION_LINE = re.compile(
+    r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]\t(?P<utt_id>\S+)\t"
+    r"(?P<label>\w+)\t\[[^\]]*\]\s*$"
+)
+UTTERANCE_ID = re.compile(r"^Ses0(?P<session>[1-5])[FM]_\w+_(?P<gender>[FM])\d+$")
+
+
+class PreparationError(ValueError):
+    """The corpus or the options cannot give a valid fold; the message says what to do."""
+
+
+def prepare_iemocap(
+    data_folder,
+    save_folder,
+    test_session,
+    valid_ratio=0.1,
+    seed=1986,
+    expected_utterances=FULL_RELEASE_UTTERANCES,
+    skip_prep=False,
+):
+    """Write the train/valid/test manifests of one leave-one-session-out IEMOCAP fold.
+
+    Arguments
+    ---------
+    data_folder : str or pathlib.Path
+        The ``IEMOCAP_full_release`` folder (holding ``Session1`` ... ``Session5``).
+    save_folder : str or pathlib.Path
+        Where ``train.json``, ``valid.json``, ``test.json`` and ``prepare_options.json`` go.
+    test_session : int
+        Session (1-5) held out as the test set; the four others train.
+    valid_ratio : float
+        Share of each training speaker's utterances moved to ``valid.json`` (``round(ratio * n)``
+        per speaker, drawn with ``seed``).
+    seed : int
+        Seed of the validation draw; the same seed gives the same split.
+    expected_utterances : int
+        Number of 4-class utterances the corpus must hold (5531 for the full release); 0 turns
+        the check off, for subsets or other corpora in the same layout.
+    skip_prep : bool
+        If True, do nothing and return None.
+
+    Returns
+    -------
+    dict or None
+        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}``: utterances per
+        split, how many wavs are not 16 kHz mono (``lobes.audio.read_audio`` converts them on
+        load; None when the work was skipped) and whether the manifests of an identical earlier
+        run were reused. None when ``skip_prep`` is True.
+
+    Raises
+    ------
+    PreparationError
+        For a missing folder, a malformed annotation, a bad option or a count mismatch.
+    lobes.audio.AudioError
+        Listing every wav that is missing or unreadable, all at once.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, numpy, soundfile
+    >>> corpus = pathlib.Path(tempfile.mkdtemp()) / "IEMOCAP_full_release"
+    >>> wav_folder = corpus / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
+    >>> wav_folder.mkdir(parents=True)
+    >>> soundfile.write(wav_folder / "Ses01F_impro01_F000.wav", numpy.zeros(16000), 16000)
+    >>> annotation_folder = corpus / "Session1" / "dialog" / "EmoEvaluation"
+    >>> annotation_folder.mkdir(parents=True)
+    >>> _ = (annotation_folder / "Ses01F_impro01.txt").write_text(
+    ...     "[6.2901 - 8.2357]\\tSes01F_impro01_F000\\texc\\t[2.5000, 2.5000, 2.5000]\\n")
+    >>> fold_folder = corpus.parent / "fold1"
+    >>> prepare_iemocap(corpus, fold_folder, test_session=1, expected_utterances=1)
+    {'train': 0, 'valid': 0, 'test': 1, 'n_converted': 0, 'skipped': False}
+    >>> json.loads((fold_folder / "test.json").read_text())["Ses01F_impro01_F000"]["emo"]
+    'hap'
+    >>> prepare_iemocap(corpus, fold_folder, test_session=1, expected_utterances=1)["skipped"]
+    True
+    """
+    if skip_prep:
+        return None
+    data_folder = Path(data_folder).resolve()
+    save_folder = Path(save_folder)
+    options = {
+        "data_folder": str(data_folder),
+        "test_session": int(test_session),
+        "valid_ratio": float(valid_ratio),
+        "seed": int(seed),
+        "expected_utterances": int(expected_utterances),
+    }
+    _check_options(options)
+    if _already_prepared(save_folder, options):
+        logger.info("IEMOCAP fold %d already prepared in %s; skipping", test_session, save_folder)
+        counts = {
+            split: len(json.loads((save_folder / f"{split}.json").read_text())) for split in SPLITS
+        }
+        return {**counts, "n_converted": None, "skipped": True}
+
+    utterances = _read_annotations(data_folder)
+    found = len(utterances)
+    if expected_utterances and found != expected_utterances:
+        raise PreparationError(
+            f"found {found} utterances with a 4-class label (neu, hap, exc, ang, sad) in "
+            f"{data_folder}, expected {expected_utterances} (the full IEMOCAP release has "
+            f"{FULL_RELEASE_UTTERANCES}); check that every session is complete, or pass "
+            "--expected_utterances 0 (expected_utterances: 0) to accept a subset"
+        )
+    if not any(entry["session"] == options["test_session"] for entry in utterances.values()):
+        raise PreparationError(
+            f"test session {test_session} has no 4-class utterance in {data_folder}; check that "
+            f"Session{test_session} is there or choose another --test_session"
+        )
+    n_converted = _check_wavs(utterances)
+
+    splits = _split(utterances, options["test_session"], valid_ratio, seed)
+    # Drop the old record first: an interrupted run must not look finished next time.
+    (save_folder / OPTIONS_FILE).unlink(missing_ok=True)
+    for split in SPLITS:
+        write_json_atomic(save_folder / f"{split}.json", splits[split])
+    write_json_atomic(save_folder / OPTIONS_FILE, options)
+    counts = {split: len(splits[split]) for split in SPLITS}
+    logger.info("IEMOCAP fold %d prepared in %s: %s", test_session, save_folder, counts)
+    return {**counts, "n_converted": n_converted, "skipped": False}
+
+
+def _check_options(options):
+    if options["test_session"] not in SESSIONS:
+        raise PreparationError(
+            f"test_session must be one of {SESSIONS}, got {options['test_session']}"
+        )
+    if not 0.0 <= options["valid_ratio"] < 1.0:
+        raise PreparationError(
+            f"valid_ratio must be in [0, 1), got {options['valid_ratio']}"
+        )
+    if options["expected_utterances"] < 0:
+        raise PreparationError(
+            "expected_utterances must be 0 (no check) or a positive count, got "
+            f"{options['expected_utterances']}"
+        )
+    if not Path(options["data_folder"]).is_dir():
+        raise PreparationError(
+            f"data folder not found: {options['data_folder']}; give the path of the "
+            "IEMOCAP_full_release folder (the one holding Session1 ... Session5)"
+        )
+
+
+def _already_prepared(save_folder, options):
+    options_path = save_folder / OPTIONS_FILE
+    if not options_path.is_file():
+        return False
+    if not all((save_folder / f"{split}.json").is_file() for split in SPLITS):
+        return False
+    try:
+        return json.loads(options_path.read_text()) == options
+    except json.JSONDecodeError:
+        return False
+
+
+def _read_annotations(data_folder):
+    """Utterance id -> manifest entry without duration, for every 4-class utterance."""
+    session_folders = [data_folder / f"Session{session}" for session in SESSIONS]
+    if not any(folder.is_dir() for folder in session_folders):
+        raise PreparationError(
+            f"no Session1 ... Session5 folder in {data_folder}; give the path of the "
+            "IEMOCAP_full_release folder itself"
+        )
+    utterances = {}
+    source_of = {}
+    for session_folder in session_folders:
+        annotation_folder = session_folder / "dialog" / "EmoEvaluation"
+        if not annotation_folder.is_dir():
+            logger.warning("no annotation folder %s; that session is left out", annotation_folder)
+            continue
+        # Only the top-level files annotate: Categorical/, Attribute/ and Self-evaluation/
+        # hold per-annotator files, and ._* files are macOS resource forks, not text.
+        annotation_files = sorted(
+            path
+            for path in annotation_folder.glob("*.txt")
+            if path.is_file() and not path.name.startswith("._")
+        )
+        for annotation_file in annotation_files:
+            text = annotation_file.read_text(encoding="utf-8", errors="replace")
+            for line_number, line in enumerate(text.splitlines(), start=1):
+                match = ANNOTATION_LINE.match(line)
+                if match is None:  # header, annotator lines (C-E2:, A-E3: ...) and blanks
+                    continue
+                utt_id, label = match["utt_id"], match["label"]
+                where = f"{annotation_file}:{line_number}"
+                if utt_id in source_of:
+                    raise PreparationError(
+                        f"utterance {utt_id} is annotated twice ({source_of[utt_id]} and "
+                        f"{where}); remove the stray copy from the EmoEvaluation folder"
+                    )
+                source_of[utt_id] = where
+                if label not in LABEL_TO_EMO:
+                    continue
+                utterances[utt_id] = _manifest_entry(session_folder, utt_id, label, where)
+    return dict(sorted(utterances.items()))
+
+
+def _manifest_entry(session_folder, utt_id, label, where):
+    id_match = UTTERANCE_ID.match(utt_id)
+    if id_match is None:
+        raise PreparationError(
+            f"unexpected utterance id {utt_id!r} at {where}: IEMOCAP ids look like "
+            "Ses01F_impro01_F000 or Ses01F_script01_1_F000; fix or remove that line"
+        )
+    session = int(id_match["session"])
+    if session_folder.name != f"Session{session}":
+        raise PreparationError(
+            f"utterance {utt_id} (session {session}) is annotated in {session_folder} at "
+            f"{where}; move the annotation file to Session{session}"
+        )
+    gender = id_match["gender"]
+    dialog = utt_id.rsplit("_", 1)[0]
+    wav_path = session_folder / "sentences" / "wav" / dialog / f"{utt_id}.wav"
+    return {
+        "wav": str(wav_path),
+        "emo": LABEL_TO_EMO[label],
+        "gender": gender,
+        "spk": f"Ses0{session}_{gender}",
+        "session": session,
+    }
+
+
+def _check_wavs(utterances):
+    """Read every wav header, record ``duration``; return how many need conversion."""
+    problems = []
+    n_converted = 0
+    for entry in utterances.values():
+        try:
+            info = audio_info(entry["wav"])
+        except AudioError as error:
+            problems.append(str(error))
+            continue
+        entry["duration"] = info.duration
+        n_converted += needs_conversion(info)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise AudioError(
+            f"{len(problems)} of {len(utterances)} wav files cannot be used:\n  {listing}\n"
+            "Restore these files from the IEMOCAP release (re-extract the archive), then run "
+            "the preparation again."
+        )
+    if n_converted:
+        logger.info(
+            "%d of %d wav files are not 16 kHz mono; the shared audio loader "
+            "(lobes.audio.read_audio) converts them on load",
+            n_converted,
+            len(utterances),
+        )
+    return n_converted
+
+
+def _split(utterances, test_session, valid_ratio, seed):
+    """Test = the test session; valid = a seeded share of each training speaker."""
+    splits = {split: {} for split in SPLITS}
+    by_speaker = {}
+    for utt_id, entry in utterances.items():
+        manifest_entry = {key: entry[key] for key in ("wav", "duration", "emo", "gender", "spk",
+                                                      "session")}
+        if entry["session"] == test_session:
+            splits["test"][utt_id] = manifest_entry
+        else:
+            by_speaker.setdefault(entry["spk"], []).append((utt_id, manifest_entry))
+    for spk in sorted(by_speaker):
+        speaker_utterances = by_speaker[spk]
+        n_valid = math.floor(valid_ratio * len(speaker_utterances) + 0.5)
+        # A string seed is hashed with SHA-512, so the draw is the same in every process.
+        valid_ids = set(
+            random.Random(f"{seed}:{spk}").sample([utt_id for utt_id, _ in speaker_utterances],
+                                                  n_valid)
+        )
+        for utt_id, manifest_entry in speaker_utterances:
+            splits["valid" if utt_id in valid_ids else "train"][utt_id] = manifest_entry
+    return splits
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_folder", required=True, type=Path,
+                        help="the IEMOCAP_full_release folder")
+    parser.add_argument("--save_folder", required=True, type=Path,
+                        help="where the manifests are written")
+    parser.add_argument("--test_session", required=True, type=int, choices=SESSIONS)
+    parser.add_argument("--valid_ratio", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument("--expected_utterances", type=int, default=FULL_RELEASE_UTTERANCES,
+                        help="4-class utterance count to insist on; 0 accepts any (subsets)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = prepare_iemocap(
+            args.data_folder,
+            args.save_folder,
+            args.test_session,
+            valid_ratio=args.valid_ratio,
+            seed=args.seed,
+            expected_utterances=args.expected_utterances,
+        )
+    except (PreparationError, AudioError) as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
