@@ -114,6 +114,26 @@ class CosineHead(torch.nn.Module):
         return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
 
 
+class SoftmaxCELoss(torch.nn.Module):
+    """Plain cross-entropy on logits, with the same interface as ``AMSoftmaxLoss``.
+
+    Example
+    -------
+    >>> loss_fn = SoftmaxCELoss()
+    >>> logits = torch.tensor([[2.0, 0.0]])
+    >>> round(float(loss_fn(logits, torch.tensor([0]))), 4), loss_fn.scores(logits)
+    (0.1269, tensor([[2., 0.]]))
+    """
+
+    def forward(self, logits, targets):
+        """Mean cross-entropy of ``(batch, n_classes)`` logits and ``(batch,)`` class ids."""
+        return F.cross_entropy(logits, targets.reshape(-1))
+
+    def scores(self, logits):
+        """The logits themselves: evaluation scores."""
+        return logits
+
+
 class AMSoftmaxLoss(torch.nn.Module):
     """AM-Softmax on cosine scores: SpeechBrain's ``AngularMargin`` in ``LogSoftmaxWrapper``.
 

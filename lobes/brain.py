@@ -1,0 +1,141 @@
+"""What every stage's ``Brain`` shares: two optimisers, epoch statistics, selection, export.
+
+Each stage script defines its own ``Brain`` subclass (``compute_forward`` and
+``compute_objectives``); this base holds the parts that would otherwise be copied between them:
+
+- two optimisers with their own learning rates, one for the encoder (``encoder_opt_class``) and
+  one for everything else (``opt_class``), both checkpointed, with NewBob annealing on the valid
+  loss (``lr_annealing_encoder``, ``lr_annealing``);
+- running statistics per stage (``self.count``), the emotion report on valid and test
+  (``self.report``), logging through the train logger;
+- checkpoint selection on ``selection_key`` (valid UA by default) and, after testing, the
+  export of the selected encoder to ``<output_folder>/encoder.ckpt`` for the next stage.
+"""
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from lobes.io_utils import atomic_write
+from lobes.metrics import EmotionReport, format_confusion
+
+logger = logging.getLogger(__name__)
+
+
+def load_encoder_weights(encoder, path):
+    """Load an exported encoder state dict (``encoder.ckpt``) into ``encoder``.
+
+    Raises a clear error naming the file when it is missing or does not fit the encoder (for
+    example a checkpoint of another encoder size).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"encoder checkpoint {path} not found: run the stage that writes it first"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"encoder checkpoint {path} does not fit this encoder ({error}); was it written "
+            "with another hubert_source?"
+        ) from error
+
+
+class EncoderBrain(sb.Brain):
+    """Base of the stage Brains. Subclasses set ``selection_key`` and fill the statistics.
+
+    In ``compute_objectives`` a subclass calls ``self.count(name, correct, total)`` for each
+    accuracy it reports (emitted as ``name`` = correct / total) and ``self.report.append`` for
+    utterance emotion scores (emitted as WA / UA on valid and test).
+    """
+
+    selection_key = "UA"
+
+    def init_optimizers(self):
+        encoder_params = [p for p in self.modules.encoder.parameters() if p.requires_grad]
+        head_params = [
+            p
+            for name, module in self.modules.items()
+            if name != "encoder"
+            for p in module.parameters()
+            if p.requires_grad
+        ]
+        self.optimizers_dict = {"opt_class": self.hparams.opt_class(head_params)}
+        self.optimizer = self.optimizers_dict["opt_class"]
+        if encoder_params:
+            self.optimizers_dict["encoder"] = self.hparams.encoder_opt_class(encoder_params)
+        if self.checkpointer is not None:
+            for name, optimizer in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(f"optimizer_{name}", optimizer)
+
+    def on_stage_start(self, stage, epoch=None):
+        self.counts = defaultdict(lambda: [0.0, 0.0])
+        self.report = EmotionReport(self.emotion_classes)
+
+    @property
+    def emotion_classes(self):
+        return self.hparams.label_encoder.decode_ndim(
+            list(range(len(self.hparams.label_encoder)))
+        )
+
+    def count(self, name, correct, total):
+        """Add ``correct`` hits out of ``total`` to the running accuracy ``name``."""
+        self.counts[name][0] += float(correct)
+        self.counts[name][1] += float(total)
+
+    def stage_stats(self, stage_loss):
+        stats = {"loss": stage_loss}
+        stats.update({name: hits / max(total, 1.0) for name, (hits, total) in self.counts.items()})
+        if self.report.ids:
+            metrics = self.report.metrics()
+            stats.update(WA=metrics["WA"], UA=metrics["UA"])
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = self.stage_stats(stage_loss)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        if stage == sb.Stage.VALID:
+            lrs = {}
+            for name, optimizer in self.optimizers_dict.items():
+                scheduler = getattr(
+                    self.hparams, "lr_annealing_encoder" if name == "encoder" else "lr_annealing"
+                )
+                old_lr, new_lr = scheduler(stage_loss)
+                sb.nnet.schedulers.update_learning_rate(optimizer, new_lr)
+                lrs[f"lr_{name}"] = old_lr
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(meta=stats, max_keys=[self.selection_key])
+            return
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+        )
+        if self.report.ids and sb.utils.distributed.if_main_process():
+            metrics = self.report.write(
+                self.hparams.output_folder, title=f"{self.hparams.output_folder} (test)"
+            )
+            logger.info(
+                "test WA %.4f UA %.4f\n%s", metrics["WA"], metrics["UA"],
+                format_confusion(metrics["confusion"], self.emotion_classes),
+            )
+
+    def export_encoder(self, path=None):
+        """Save the (selected) encoder weights for the next stage, atomically, on rank 0."""
+        if not sb.utils.distributed.if_main_process():
+            return
+        path = Path(path or Path(self.hparams.output_folder) / "encoder.ckpt")
+        encoder = self.modules.encoder
+        encoder = getattr(encoder, "module", encoder)  # unwrap DDP
+        with atomic_write(path, "wb") as handle:
+            torch.save(encoder.state_dict(), handle)
+        logger.info("encoder weights exported to %s", path)

@@ -1,0 +1,204 @@
+"""The data pipeline shared by every stage: manifests in, SpeechBrain datasets out.
+
+Manifests follow DESIGN.md section 4 (``wav``, ``duration``, ``emo``, ``gender``, ``spk``,
+``session``). Every stage builds its datasets with ``dataio_prepare``; GMP label files, when a
+stage needs them, come in as extra per-scale items checked against the manifests.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.dataio.sampler import DynamicBatchSampler
+
+from lobes.audio import read_audio
+from lobes.frames import RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
+from lobes.gmp_labels import check_labels_against_manifest, fit_labels_to_frames, read_label_file
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+GENDERS = ("F", "M")
+MIN_DURATION = RECEPTIVE_FIELD / SAMPLE_RATE
+
+
+def load_manifest(path):
+    """Read a JSON manifest (utterance id -> entry), with a clear error if it is missing.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.json"
+    >>> _ = path.write_text('{"u1": {"wav": "a.wav", "duration": 1.0}}')
+    >>> load_manifest(path)["u1"]["duration"]
+    1.0
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"manifest {path} not found: run the corpus preparation (e.g. iemocap_prepare.py) "
+            "or set skip_prep: False"
+        )
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def emotion_classes(manifest, preferred_order=None):
+    """The emotion classes of a (training) manifest, in a stable order.
+
+    ``preferred_order`` (e.g. ``[neu, hap, ang, sad]``) fixes the index of each class; classes
+    of the data that it does not list are an error, so that heads size themselves from the data
+    and never silently drop a class.
+
+    Example
+    -------
+    >>> emotion_classes({"a": {"emo": "sad"}, "b": {"emo": "ang"}})
+    ['ang', 'sad']
+    >>> emotion_classes({"a": {"emo": "sad"}}, ["neu", "sad"])
+    ['neu', 'sad']
+    """
+    found = sorted({entry["emo"] for entry in manifest.values()})
+    if not preferred_order:
+        return found
+    unknown = sorted(set(found) - set(preferred_order))
+    if unknown:
+        raise ValueError(
+            f"the manifest holds emotion classes {unknown} that emotion_classes "
+            f"{list(preferred_order)} does not list: add them to emotion_classes in the hparams"
+        )
+    return list(preferred_order)
+
+
+def make_label_encoder(classes, save_path=None):
+    """A SpeechBrain ``CategoricalEncoder`` with ``classes`` at indices 0..n-1, in order.
+
+    Example
+    -------
+    >>> encoder = make_label_encoder(["neu", "hap", "ang", "sad"])
+    >>> encoder.encode_label("ang"), encoder.decode_ndim(3)
+    (2, 'sad')
+    """
+    encoder = CategoricalEncoder()
+    for index, label in enumerate(classes):
+        encoder.insert_label(label, index)
+    if save_path is not None:
+        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+        encoder.save(save_path)
+    return encoder
+
+
+def _drop_too_short(dataset, split):
+    before = len(dataset)
+    # valid and test are sorted by duration: batches then carry little padding
+    sort_key = None if split == "train" else "duration"
+    dataset = dataset.filtered_sorted(key_min_value={"duration": MIN_DURATION}, sort_key=sort_key)
+    if len(dataset) < before:
+        logger.warning(
+            "%s: dropped %d utterance(s) shorter than one HuBERT frame (%.3f s)",
+            split, before - len(dataset), MIN_DURATION,
+        )
+    return dataset
+
+
+def add_gmp_items(dataset, manifest, label_paths):
+    """Add one padded item ``gmp_<s>`` per scale: the frame labels of ``label_paths[s]``.
+
+    Every label file is checked against the manifest (every utterance present, frame counts
+    within one of ``n_frames``); labels are then fitted to the exact frame count of the audio.
+    """
+    item_names = []
+    for scale_index, label_path in enumerate(label_paths):
+        labels = read_label_file(label_path)
+        check_labels_against_manifest(labels, manifest, label_path)
+        item_name = f"gmp_{scale_index}"
+
+        def gmp_pipeline(utt_id, sig, labels=labels):
+            fitted = fit_labels_to_frames(labels[utt_id], n_frames(len(sig)))
+            return torch.as_tensor(fitted, dtype=torch.long)
+
+        dataset.add_dynamic_item(gmp_pipeline, takes=["id", "sig"], provides=item_name)
+        item_names.append(item_name)
+    return item_names
+
+
+def dataio_prepare(hparams, gmp_label_paths=None):
+    """Build the train, valid and test datasets of one fold.
+
+    Arguments
+    ---------
+    hparams : dict
+        Needs ``train_annotation``, ``valid_annotation``, ``test_annotation``,
+        ``save_folder``; optionally ``emotion_classes`` (fixed class order).
+    gmp_label_paths : dict, optional
+        ``{split: [label file of each scale]}``; adds ``gmp_0``, ``gmp_1``... items.
+
+    Returns
+    -------
+    datasets : dict
+        ``{"train": ..., "valid": ..., "test": ...}`` ``DynamicItemDataset`` objects with
+        outputs ``id``, ``sig``, ``emo_encoded``, ``gender_encoded`` (and the GMP items).
+    label_encoder : CategoricalEncoder
+        The emotion label encoder (also saved as ``<save_folder>/label_encoder.txt``).
+    """
+    manifests = {split: load_manifest(hparams[f"{split}_annotation"]) for split in SPLITS}
+    classes = emotion_classes(manifests["train"], hparams.get("emotion_classes"))
+    if hparams.get("n_emotions", len(classes)) != len(classes):
+        raise ValueError(
+            f"n_emotions is {hparams['n_emotions']} but the data has {len(classes)} emotion "
+            f"classes {classes}: set n_emotions: {len(classes)} in the hparams"
+        )
+    label_encoder = make_label_encoder(classes, Path(hparams["save_folder"]) / "label_encoder.txt")
+    gender_encoder = make_label_encoder(GENDERS)
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return read_audio(wav)
+
+    @sb.utils.data_pipeline.takes("emo", "gender")
+    @sb.utils.data_pipeline.provides("emo_encoded", "gender_encoded")
+    def label_pipeline(emo, gender):
+        yield torch.LongTensor([label_encoder.encode_label(emo)])
+        yield torch.LongTensor([gender_encoder.encode_label(gender)])
+
+    datasets = {}
+    for split in SPLITS:
+        dataset = DynamicItemDataset(manifests[split])
+        dataset.add_dynamic_item(audio_pipeline)
+        dataset.add_dynamic_item(label_pipeline)
+        outputs = ["id", "sig", "emo_encoded", "gender_encoded"]
+        if gmp_label_paths is not None:
+            outputs += add_gmp_items(dataset, manifests[split], gmp_label_paths[split])
+        dataset.set_output_keys(outputs)
+        datasets[split] = _drop_too_short(dataset, split)
+    return datasets, label_encoder
+
+
+def train_loader_options(hparams, train_set):
+    """Loader options for training: length-bucketed dynamic batches or plain random batches.
+
+    With ``dynamic_batching: True`` (our default), SpeechBrain's ``DynamicBatchSampler`` groups
+    utterances of similar duration into batches of at most ``max_batch_length`` seconds of
+    audio, so little of each batch is padding; batches come in random order each epoch.
+    """
+    if not hparams.get("dynamic_batching", False):
+        return {"batch_size": hparams["batch_size"], "shuffle": True}
+    sampler = DynamicBatchSampler(
+        train_set,
+        max_batch_length=hparams["max_batch_length"],
+        num_buckets=hparams["num_buckets"],
+        length_func=lambda entry: entry["duration"],
+        shuffle=True,
+        batch_ordering="random",
+        max_batch_ex=hparams.get("max_batch_size"),
+    )
+    return {"batch_sampler": sampler}
+
+
+def eval_loader_options(hparams):
+    """Loader options for valid and test: fixed batch size (order does not matter)."""
+    return {"batch_size": hparams.get("eval_batch_size", hparams["batch_size"])}

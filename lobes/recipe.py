@@ -1,0 +1,33 @@
+"""The start of every stage script: arguments, hparams, experiment folder, corpus preparation."""
+
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+
+def load_recipe(argv=None):
+    """Parse ``script.py HPARAMS.yaml [--key=value ...]`` the SpeechBrain way and prepare the fold.
+
+    Joins the DDP process group when launched by ``torchrun``, loads the hyperpyyaml with the
+    command-line overrides, creates the experiment folder (``output_folder``) and runs the corpus
+    preparation (the hparams' ``prepare`` function) on the main process only.
+
+    Returns
+    -------
+    hparams : dict
+    run_opts : dict
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:] if argv is None else argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file) as handle:
+        hparams = load_hyperpyyaml(handle, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    if "prepare" in hparams:
+        run_on_main(hparams["prepare"])
+    return hparams, run_opts

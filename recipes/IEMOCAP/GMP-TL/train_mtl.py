@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""GMP-TL stage 0: gender-augmented multi-task fine-tuning of HuBERT.
+
+The encoder is fine-tuned with a pooled emotion head and a pooled gender head,
+``loss = CE(emotion) + lambda_gender * CE(gender)``. The selected encoder (best valid UA) is
+exported to ``<output_folder>/encoder.ckpt``: the GMP extraction clusters its features.
+
+Usage::
+
+    python train_mtl.py hparams/stage0_mtl.yaml --data_folder=PATH/IEMOCAP_full_release
+"""
+
+import speechbrain as sb
+import torch.nn.functional as F
+
+from lobes.brain import EncoderBrain
+from lobes.data import dataio_prepare, eval_loader_options, train_loader_options
+from lobes.recipe import load_recipe
+
+
+class MTLBrain(EncoderBrain):
+    """Emotion + gender multi-task fine-tuning; selection on valid emotion UA."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        hidden, frame_counts = self.modules.encoder(wavs, wav_lens)
+        pooled = self.modules.pooling(hidden[-1], frame_counts)
+        return self.modules.emotion_head(pooled), self.modules.gender_head(pooled)
+
+    def compute_objectives(self, predictions, batch, stage):
+        emotion_logits, gender_logits = predictions
+        emotions = batch.emo_encoded.data.reshape(-1)
+        genders = batch.gender_encoded.data.reshape(-1)
+        emotion_loss = self.hparams.emotion_loss(emotion_logits, emotions)
+        gender_loss = F.cross_entropy(gender_logits, genders)
+        self.count("emotion_acc", (emotion_logits.argmax(1) == emotions).sum(), len(emotions))
+        self.count("gender_acc", (gender_logits.argmax(1) == genders).sum(), len(genders))
+        if stage != sb.Stage.TRAIN:
+            self.report.append(batch.id, self.hparams.emotion_loss.scores(emotion_logits), emotions)
+        return emotion_loss + self.hparams.lambda_gender * gender_loss
+
+
+if __name__ == "__main__":
+    hparams, run_opts = load_recipe()
+    datasets, label_encoder = dataio_prepare(hparams)
+    hparams["label_encoder"] = label_encoder
+    brain = MTLBrain(
+        modules=hparams["modules"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+        valid_loader_kwargs=eval_loader_options(hparams),
+    )
+    brain.evaluate(datasets["test"], max_key="UA", test_loader_kwargs=eval_loader_options(hparams))
+    brain.export_encoder()
