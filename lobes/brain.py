@@ -19,7 +19,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from lobes.io_utils import atomic_write
+from lobes.io_utils import atomic_write, write_json_atomic
 from lobes.metrics import EmotionReport, format_confusion
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ class EncoderBrain(sb.Brain):
         self.hparams.train_logger.log_stats(
             stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
         )
+        if sb.utils.distributed.if_main_process():
+            write_json_atomic(Path(self.hparams.output_folder) / "test_stats.json", stats)
         if self.report.ids and sb.utils.distributed.if_main_process():
             metrics = self.report.write(
                 self.hparams.output_folder, title=f"{self.hparams.output_folder} (test)"
@@ -130,7 +132,10 @@ class EncoderBrain(sb.Brain):
             )
 
     def export_encoder(self, path=None):
-        """Save the (selected) encoder weights for the next stage, atomically, on rank 0."""
+        """Save the (selected) encoder weights for the next stage, atomically, on rank 0.
+
+        Called last by every stage script: ``encoder.ckpt`` marks a finished stage.
+        """
         if not sb.utils.distributed.if_main_process():
             return
         path = Path(path or Path(self.hparams.output_folder) / "encoder.ckpt")

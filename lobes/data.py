@@ -85,6 +85,7 @@ def make_label_encoder(classes, save_path=None):
     encoder = CategoricalEncoder()
     for index, label in enumerate(classes):
         encoder.insert_label(label, index)
+    encoder.expect_len(len(classes))
     if save_path is not None:
         Path(save_path).parent.mkdir(parents=True, exist_ok=True)
         encoder.save(save_path)
@@ -125,6 +126,28 @@ def add_gmp_items(dataset, manifest, label_paths):
     return item_names
 
 
+@sb.utils.data_pipeline.takes("wav")
+@sb.utils.data_pipeline.provides("sig")
+def audio_pipeline(wav):
+    """The waveform item ``sig`` of every dataset: 16 kHz mono through ``read_audio``."""
+    return read_audio(wav)
+
+
+def audio_dataset(manifest):
+    """A dataset of ``id`` and ``sig`` only, over a manifest dict (feature extraction).
+
+    Example
+    -------
+    >>> dataset = audio_dataset({"u1": {"wav": "a.wav", "duration": 1.0}})
+    >>> len(dataset)
+    1
+    """
+    dataset = DynamicItemDataset(manifest)
+    dataset.add_dynamic_item(audio_pipeline)
+    dataset.set_output_keys(["id", "sig"])
+    return dataset
+
+
 def dataio_prepare(hparams, gmp_label_paths=None):
     """Build the train, valid and test datasets of one fold.
 
@@ -153,11 +176,6 @@ def dataio_prepare(hparams, gmp_label_paths=None):
         )
     label_encoder = make_label_encoder(classes, Path(hparams["save_folder"]) / "label_encoder.txt")
     gender_encoder = make_label_encoder(GENDERS)
-
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return read_audio(wav)
 
     @sb.utils.data_pipeline.takes("emo", "gender")
     @sb.utils.data_pipeline.provides("emo_encoded", "gender_encoded")

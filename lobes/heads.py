@@ -22,19 +22,24 @@ class MultiScaleFrameHead(torch.nn.Module):
         Frame feature dimension.
     gmp_scales : list of int
         Cluster count of each scale, e.g. ``[64, 256, 1024]``.
+    gender_split : bool
+        GMPs clustered per gender (ids of the second gender offset by K): 2K outputs a scale.
 
     Example
     -------
     >>> head = MultiScaleFrameHead(8, [4, 16])
     >>> [tuple(t.shape) for t in head(torch.randn(2, 5, 8))]
     [(2, 5, 4), (2, 5, 16)]
+    >>> MultiScaleFrameHead(8, [4, 16], gender_split=True).n_outputs
+    [8, 32]
     """
 
-    def __init__(self, input_size, gmp_scales):
+    def __init__(self, input_size, gmp_scales, gender_split=False):
         super().__init__()
         self.gmp_scales = list(gmp_scales)
+        self.n_outputs = [k * (2 if gender_split else 1) for k in self.gmp_scales]
         self.linears = torch.nn.ModuleList(
-            torch.nn.Linear(input_size, n_clusters) for n_clusters in self.gmp_scales
+            torch.nn.Linear(input_size, n_outputs) for n_outputs in self.n_outputs
         )
 
     def forward(self, frames):

@@ -84,6 +84,19 @@ class HuBERTEncoder(torch.nn.Module):
             )
         return resolved
 
+    def drop_layers_after(self, last_layer):
+        """Remove the transformer layers beyond ``last_layer`` (feature extraction speed).
+
+        Keeps one layer more than asked when possible, so that ``hidden_states[last_layer]``
+        stays the raw output of that layer (stable-layer-norm models normalise the last one).
+        Only ``output_layers`` up to ``last_layer`` may be asked for afterwards.
+        """
+        last_layer = self.resolve_layer(last_layer)
+        if any(layer > last_layer for layer in self.output_layers):
+            raise ValueError(f"output layers {self.output_layers} go beyond {last_layer}")
+        keep = min(last_layer + 1, self.num_layers)
+        self.hubert.model.encoder.layers = self.hubert.model.encoder.layers[:keep]
+
     def train(self, mode=True):
         """Keep frozen parts in eval mode (no dropout) whatever the Brain asks."""
         super().train(mode)

@@ -1,6 +1,8 @@
 """The start of every stage script: arguments, hparams, experiment folder, corpus preparation."""
 
+import shutil
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
@@ -28,6 +30,9 @@ def load_recipe(argv=None):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    # SpeechBrain saved this module as the "recipe"; keep the stage script beside it
+    main_script = Path(sys.modules["__main__"].__file__)
+    shutil.copy(main_script, Path(hparams["output_folder"]) / main_script.name)
     if "prepare" in hparams:
         run_on_main(hparams["prepare"])
     return hparams, run_opts
