@@ -9,7 +9,9 @@ The manifests follow the data contract of DESIGN.md section 4, keyed by utteranc
 Only the 4-class labels are kept (``neu``, ``hap`` with ``exc`` merged in, ``ang``, ``sad``).
 The test session goes to ``test.json`` only; ``valid.json`` is a seeded, speaker-stratified share
 of the training sessions. Every wav is checked through the project's one audio loader
-(``lobes.audio``) before anything is written.
+(``lobes.audio``) before anything is written. The steps every corpus shares (wav check,
+validation draw, manifest, ``classes.json`` and options writing, re-run skip) live in
+``lobes.manifests``; this file only reads the IEMOCAP layout.
 
 Usage::
 
@@ -18,29 +20,25 @@ Usage::
 """
 
 import argparse
-import json
 import logging
-import math
-import random
 import re
 import sys
 from pathlib import Path
 
 try:
-    from lobes.audio import AudioError, audio_info, needs_conversion
-    from lobes.io_utils import write_json_atomic
+    from lobes import manifests
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lobes.audio import AudioError, audio_info, needs_conversion
-    from lobes.io_utils import write_json_atomic
+    from lobes import manifests
+
+PreparationError = manifests.PreparationError
 
 logger = logging.getLogger(__name__)
 
 SESSIONS = (1, 2, 3, 4, 5)
 LABEL_TO_EMO = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+CLASSES = ("neu", "hap", "ang", "sad")
 FULL_RELEASE_UTTERANCES = 5531
-SPLITS = ("train", "valid", "test")
-OPTIONS_FILE = "prepare_options.json"
 
 # `[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`
 ANNOTATION_LINE = re.compile(
@@ -48,10 +46,6 @@ ANNOTATION_LINE = re.compile(
     r"(?P<label>\w+)\t\[[^\]]*\]\s*$"
 )
 UTTERANCE_ID = re.compile(r"^Ses0(?P<session>[1-5])[FM]_\w+_(?P<gender>[FM])\d+$")
-
-
-class PreparationError(ValueError):
-    """The corpus or the options cannot give a valid fold; the message says what to do."""
 
 
 def prepare_iemocap(
@@ -70,7 +64,8 @@ def prepare_iemocap(
     data_folder : str or pathlib.Path
         The ``IEMOCAP_full_release`` folder (holding ``Session1`` ... ``Session5``).
     save_folder : str or pathlib.Path
-        Where ``train.json``, ``valid.json``, ``test.json`` and ``prepare_options.json`` go.
+        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` (``neu``, ``hap``,
+        ``ang``, ``sad``) and ``prepare_options.json`` go.
     test_session : int
         Session (1-5) held out as the test set; the four others train.
     valid_ratio : float
@@ -94,14 +89,14 @@ def prepare_iemocap(
 
     Raises
     ------
-    PreparationError
+    lobes.manifests.PreparationError
         For a missing folder, a malformed annotation, a bad option or a count mismatch.
     lobes.audio.AudioError
         Listing every wav that is missing or unreadable, all at once.
 
     Example
     -------
-    >>> import tempfile, pathlib, numpy, soundfile
+    >>> import json, pathlib, tempfile, numpy, soundfile
     >>> corpus = pathlib.Path(tempfile.mkdtemp()) / "IEMOCAP_full_release"
     >>> wav_folder = corpus / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
     >>> wav_folder.mkdir(parents=True)
@@ -130,11 +125,9 @@ def prepare_iemocap(
         "expected_utterances": int(expected_utterances),
     }
     _check_options(options)
-    if _already_prepared(save_folder, options):
+    counts = manifests.prepared_counts(save_folder, options)
+    if counts is not None:
         logger.info("IEMOCAP fold %d already prepared in %s; skipping", test_session, save_folder)
-        counts = {
-            split: len(json.loads((save_folder / f"{split}.json").read_text())) for split in SPLITS
-        }
         return {**counts, "n_converted": None, "skipped": True}
 
     utterances = _read_annotations(data_folder)
@@ -151,15 +144,10 @@ def prepare_iemocap(
             f"test session {test_session} has no 4-class utterance in {data_folder}; check that "
             f"Session{test_session} is there or choose another --test_session"
         )
-    n_converted = _check_wavs(utterances)
+    n_converted = manifests.check_wavs(utterances, "IEMOCAP", log=logger)
 
-    splits = _split(utterances, options["test_session"], valid_ratio, seed)
-    # Drop the old record first: an interrupted run must not look finished next time.
-    (save_folder / OPTIONS_FILE).unlink(missing_ok=True)
-    for split in SPLITS:
-        write_json_atomic(save_folder / f"{split}.json", splits[split])
-    write_json_atomic(save_folder / OPTIONS_FILE, options)
-    counts = {split: len(splits[split]) for split in SPLITS}
+    splits = manifests.split_fold(utterances, options["test_session"], valid_ratio, seed)
+    counts = manifests.write_manifests(save_folder, splits, CLASSES, options)
     logger.info("IEMOCAP fold %d prepared in %s: %s", test_session, save_folder, counts)
     return {**counts, "n_converted": n_converted, "skipped": False}
 
@@ -169,32 +157,16 @@ def _check_options(options):
         raise PreparationError(
             f"test_session must be one of {SESSIONS}, got {options['test_session']}"
         )
-    if not 0.0 <= options["valid_ratio"] < 1.0:
-        raise PreparationError(
-            f"valid_ratio must be in [0, 1), got {options['valid_ratio']}"
-        )
+    manifests.check_valid_ratio(options["valid_ratio"])
     if options["expected_utterances"] < 0:
         raise PreparationError(
             "expected_utterances must be 0 (no check) or a positive count, got "
             f"{options['expected_utterances']}"
         )
-    if not Path(options["data_folder"]).is_dir():
-        raise PreparationError(
-            f"data folder not found: {options['data_folder']}; give the path of the "
-            "IEMOCAP_full_release folder (the one holding Session1 ... Session5)"
-        )
-
-
-def _already_prepared(save_folder, options):
-    options_path = save_folder / OPTIONS_FILE
-    if not options_path.is_file():
-        return False
-    if not all((save_folder / f"{split}.json").is_file() for split in SPLITS):
-        return False
-    try:
-        return json.loads(options_path.read_text()) == options
-    except json.JSONDecodeError:
-        return False
+    manifests.check_data_folder(
+        options["data_folder"],
+        "the IEMOCAP_full_release folder (the one holding Session1 ... Session5)",
+    )
 
 
 def _read_annotations(data_folder):
@@ -264,59 +236,6 @@ def _manifest_entry(session_folder, utt_id, label, where):
     }
 
 
-def _check_wavs(utterances):
-    """Read every wav header, record ``duration``; return how many need conversion."""
-    problems = []
-    n_converted = 0
-    for entry in utterances.values():
-        try:
-            info = audio_info(entry["wav"])
-        except AudioError as error:
-            problems.append(str(error))
-            continue
-        entry["duration"] = info.duration
-        n_converted += needs_conversion(info)
-    if problems:
-        listing = "\n  ".join(problems)
-        raise AudioError(
-            f"{len(problems)} of {len(utterances)} wav files cannot be used:\n  {listing}\n"
-            "Restore these files from the IEMOCAP release (re-extract the archive), then run "
-            "the preparation again."
-        )
-    if n_converted:
-        logger.info(
-            "%d of %d wav files are not 16 kHz mono; the shared audio loader "
-            "(lobes.audio.read_audio) converts them on load",
-            n_converted,
-            len(utterances),
-        )
-    return n_converted
-
-
-def _split(utterances, test_session, valid_ratio, seed):
-    """Test = the test session; valid = a seeded share of each training speaker."""
-    splits = {split: {} for split in SPLITS}
-    by_speaker = {}
-    for utt_id, entry in utterances.items():
-        manifest_entry = {key: entry[key] for key in ("wav", "duration", "emo", "gender", "spk",
-                                                      "session")}
-        if entry["session"] == test_session:
-            splits["test"][utt_id] = manifest_entry
-        else:
-            by_speaker.setdefault(entry["spk"], []).append((utt_id, manifest_entry))
-    for spk in sorted(by_speaker):
-        speaker_utterances = by_speaker[spk]
-        n_valid = math.floor(valid_ratio * len(speaker_utterances) + 0.5)
-        # A string seed is hashed with SHA-512, so the draw is the same in every process.
-        valid_ids = set(
-            random.Random(f"{seed}:{spk}").sample([utt_id for utt_id, _ in speaker_utterances],
-                                                  n_valid)
-        )
-        for utt_id, manifest_entry in speaker_utterances:
-            splits["valid" if utt_id in valid_ids else "train"][utt_id] = manifest_entry
-    return splits
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_folder", required=True, type=Path,
@@ -329,19 +248,7 @@ def main(argv=None):
     parser.add_argument("--expected_utterances", type=int, default=FULL_RELEASE_UTTERANCES,
                         help="4-class utterance count to insist on; 0 accepts any (subsets)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = prepare_iemocap(
-            args.data_folder,
-            args.save_folder,
-            args.test_session,
-            valid_ratio=args.valid_ratio,
-            seed=args.seed,
-            expected_utterances=args.expected_utterances,
-        )
-    except (PreparationError, AudioError) as error:
-        sys.exit(f"error: {error}")
-    print(json.dumps(summary))
+    manifests.run_from_command_line(prepare_iemocap, vars(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,387 @@
+"""What every corpus preparation shares: wav checks, folds, validation draw, manifest writing.
+
+A corpus preparation (``recipes/<CORPUS>/GMP-TL/<corpus>_prepare.py``) reads its own layout and
+label files into ``{utt_id: {"wav", "emo", "gender", "spk", "session"}}``, then goes through
+this module, which keeps one way to do each step:
+
+- ``check_wavs`` reads every wav header through the project's one audio loader
+  (``lobes.audio``), records ``duration``, counts the files the loader will convert, and raises
+  ONE ``AudioError`` listing every missing or unreadable file;
+- ``speaker_folds`` puts speakers into speaker-independent, gender-balanced folds;
+- ``split_fold`` / ``draw_validation`` hold out a test group and draw a seeded,
+  speaker-stratified validation share from the rest;
+- ``write_manifests`` writes the manifest contract of DESIGN.md section 4 (``train.json``,
+  ``valid.json``, ``test.json``), ``classes.json`` (the ordered class list of the corpus as
+  configured) and, last, ``prepare_options.json``, each atomically;
+- ``prepared_counts`` tells whether an identical earlier run can be reused;
+- ``run_from_command_line`` is the end of every preparation script's ``main``.
+"""
+
+import json
+import logging
+import math
+import random
+import sys
+from pathlib import Path
+
+from lobes.audio import AudioError, audio_info, needs_conversion
+from lobes.io_utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+MANIFEST_FIELDS = ("wav", "duration", "emo", "gender", "spk", "session")
+GENDERS = ("F", "M")
+OPTIONS_FILE = "prepare_options.json"
+CLASSES_FILE = "classes.json"
+
+
+class PreparationError(ValueError):
+    """The corpus or the options cannot give a valid fold; the message says what to do."""
+
+
+def check_valid_ratio(valid_ratio):
+    """Refuse a validation share outside ``[0, 1)``.
+
+    Example
+    -------
+    >>> check_valid_ratio(0.1)
+    >>> check_valid_ratio(1.0)
+    Traceback (most recent call last):
+    ...
+    lobes.manifests.PreparationError: valid_ratio must be in [0, 1), got 1.0
+    """
+    if not 0.0 <= valid_ratio < 1.0:
+        raise PreparationError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+
+
+def check_data_folder(data_folder, expected):
+    """Refuse a data folder that does not exist; ``expected`` says which folder to give.
+
+    Example
+    -------
+    >>> try:
+    ...     check_data_folder("/nowhere", "the CREMA-D folder")
+    ... except PreparationError as error:
+    ...     print(error)
+    data folder not found: /nowhere; give the path of the CREMA-D folder
+    """
+    if not Path(data_folder).is_dir():
+        raise PreparationError(f"data folder not found: {data_folder}; give the path of {expected}")
+
+
+def prepared_counts(save_folder, options):
+    """The split sizes of an identical earlier run in ``save_folder``, or None.
+
+    An earlier run counts only if it finished (``prepare_options.json`` is written last), left
+    every manifest and ``classes.json``, and recorded exactly ``options``.
+
+    Arguments
+    ---------
+    save_folder : str or pathlib.Path
+        Folder of the manifests.
+    options : dict
+        The options of this run, as ``write_manifests`` records them.
+
+    Returns
+    -------
+    dict or None
+        ``{"train": n, "valid": n, "test": n}``, or None when the fold must be (re)prepared.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> save_folder = Path(tempfile.mkdtemp())
+    >>> prepared_counts(save_folder, {"seed": 1}) is None
+    True
+    >>> entry = {"wav": "/a.wav", "duration": 1.0, "emo": "neu", "gender": "F", "spk": "s1",
+    ...          "session": 1}
+    >>> _ = write_manifests(save_folder, {"train": {"u1": entry}, "valid": {}, "test": {}},
+    ...                     ["neu"], {"seed": 1})
+    >>> prepared_counts(save_folder, {"seed": 1})
+    {'train': 1, 'valid': 0, 'test': 0}
+    >>> prepared_counts(save_folder, {"seed": 2}) is None
+    True
+    """
+    save_folder = Path(save_folder)
+    needed = [save_folder / f"{split}.json" for split in SPLITS] + [save_folder / CLASSES_FILE]
+    options_path = save_folder / OPTIONS_FILE
+    if not options_path.is_file() or not all(path.is_file() for path in needed):
+        return None
+    try:
+        if json.loads(options_path.read_text()) != options:
+            return None
+        return {
+            split: len(json.loads((save_folder / f"{split}.json").read_text()))
+            for split in SPLITS
+        }
+    except json.JSONDecodeError:
+        return None
+
+
+def check_wavs(utterances, corpus_name, restore_hint="re-extract the archive", log=logger):
+    """Read every wav header, record its ``duration``; return how many need conversion.
+
+    Every file is checked before anything fails, so that one error lists them all.
+
+    Arguments
+    ---------
+    utterances : dict
+        ``{utt_id: entry}`` with ``entry["wav"]``; ``entry["duration"]`` is set in place.
+    corpus_name : str
+        Named in the error message ("Restore these files from the <corpus_name> release").
+    restore_hint : str
+        How to restore the files, e.g. "re-extract the archive".
+    log : logging.Logger
+        Where the conversion count is reported (the calling preparation's logger).
+
+    Returns
+    -------
+    int
+        Number of wavs that are not 16 kHz mono (``lobes.audio.read_audio`` converts them on
+        load).
+
+    Raises
+    ------
+    lobes.audio.AudioError
+        Listing every missing or unreadable wav, with the count and what to do.
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> wav_path = Path(tempfile.mkdtemp()) / "a.wav"
+    >>> soundfile.write(wav_path, numpy.zeros((4800, 2)), 48000)
+    >>> utterances = {"a": {"wav": str(wav_path)}}
+    >>> check_wavs(utterances, "RAVDESS"), utterances["a"]["duration"]
+    (1, 0.1)
+    """
+    problems = []
+    n_converted = 0
+    for entry in utterances.values():
+        try:
+            info = audio_info(entry["wav"])
+        except AudioError as error:
+            problems.append(str(error))
+            continue
+        entry["duration"] = info.duration
+        n_converted += needs_conversion(info)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise AudioError(
+            f"{len(problems)} of {len(utterances)} wav files cannot be used:\n  {listing}\n"
+            f"Restore these files from the {corpus_name} release ({restore_hint}), then run the "
+            "preparation again."
+        )
+    if n_converted:
+        log.info(
+            "%d of %d wav files are not 16 kHz mono; the shared audio loader "
+            "(lobes.audio.read_audio) converts them on load",
+            n_converted,
+            len(utterances),
+        )
+    return n_converted
+
+
+def speaker_folds(speaker_genders, n_folds):
+    """Put every speaker in one of ``n_folds`` speaker-independent, gender-balanced folds.
+
+    The rule is deterministic: female speakers in sorted id order, then male speakers in sorted
+    id order, dealt round-robin to folds 1, 2, ..., ``n_folds``, 1, 2, ... (the male deal goes on
+    where the female one stopped). Fold sizes then differ by at most one speaker overall and by
+    at most one speaker of each gender.
+
+    Arguments
+    ---------
+    speaker_genders : dict
+        ``{speaker id: "F" or "M"}``.
+    n_folds : int
+        Number of folds, from 2 to the number of speakers.
+
+    Returns
+    -------
+    dict
+        ``{speaker id: fold number (1 ... n_folds)}``.
+
+    Example
+    -------
+    >>> speaker_folds({"s1": "M", "s2": "F", "s3": "F", "s4": "M", "s5": "F"}, 2)
+    {'s2': 1, 's3': 2, 's5': 1, 's1': 2, 's4': 1}
+    """
+    if not 2 <= n_folds <= len(speaker_genders):
+        raise PreparationError(
+            f"n_folds must be from 2 to the number of speakers ({len(speaker_genders)}), "
+            f"got {n_folds}"
+        )
+    ordered = sorted(speaker_genders, key=lambda spk: (speaker_genders[spk], spk))
+    return {spk: index % n_folds + 1 for index, spk in enumerate(ordered)}
+
+
+def draw_validation(utterances, valid_ratio, seed):
+    """Split utterances into train and a seeded, speaker-stratified validation share.
+
+    Each speaker gives ``round(valid_ratio * n)`` of its ``n`` utterances (halves round up),
+    drawn with a generator seeded by ``"<seed>:<speaker>"``: the same seed gives the same draw
+    in every process, and a speaker's draw does not depend on the other speakers.
+
+    Arguments
+    ---------
+    utterances : dict
+        ``{utt_id: entry}`` with ``entry["spk"]``.
+    valid_ratio : float
+        Share of each speaker's utterances drawn for validation, in ``[0, 1)``.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    train, valid : dict
+        The two parts, each ``{utt_id: entry}``, speakers in sorted order.
+
+    Example
+    -------
+    >>> utterances = {f"u{i}": {"spk": "A" if i < 10 else "B"} for i in range(20)}
+    >>> train, valid = draw_validation(utterances, 0.2, seed=3)
+    >>> len(train), sorted(entry["spk"] for entry in valid.values())
+    (16, ['A', 'A', 'B', 'B'])
+    """
+    by_speaker = {}
+    for utt_id, entry in utterances.items():
+        by_speaker.setdefault(entry["spk"], []).append(utt_id)
+    train, valid = {}, {}
+    for spk in sorted(by_speaker):
+        speaker_ids = by_speaker[spk]
+        n_valid = math.floor(valid_ratio * len(speaker_ids) + 0.5)
+        # A string seed is hashed with SHA-512, so the draw is the same in every process.
+        valid_ids = set(random.Random(f"{seed}:{spk}").sample(speaker_ids, n_valid))
+        for utt_id in speaker_ids:
+            (valid if utt_id in valid_ids else train)[utt_id] = utterances[utt_id]
+    return train, valid
+
+
+def split_fold(utterances, test_session, valid_ratio, seed):
+    """One cross-validation fold: test = ``session == test_session``, valid drawn from the rest.
+
+    Arguments
+    ---------
+    utterances : dict
+        ``{utt_id: entry}`` with ``entry["session"]`` (the speaker group) and ``entry["spk"]``.
+    test_session : int
+        The speaker group held out as the test set.
+    valid_ratio, seed
+        As for ``draw_validation``, applied to the training groups only.
+
+    Returns
+    -------
+    dict
+        ``{"train": {...}, "valid": {...}, "test": {...}}``.
+
+    Example
+    -------
+    >>> utterances = {f"u{i}": {"spk": f"s{i % 4}", "session": i % 2 + 1} for i in range(40)}
+    >>> splits = split_fold(utterances, test_session=2, valid_ratio=0.1, seed=1)
+    >>> {split: len(part) for split, part in splits.items()}
+    {'train': 18, 'valid': 2, 'test': 20}
+    """
+    test = {}
+    training = {}
+    for utt_id, entry in utterances.items():
+        (test if entry["session"] == test_session else training)[utt_id] = entry
+    train, valid = draw_validation(training, valid_ratio, seed)
+    return {"train": train, "valid": valid, "test": test}
+
+
+def write_manifests(save_folder, splits, classes, options):
+    """Write the three manifests, ``classes.json`` and, last, ``prepare_options.json``.
+
+    Each entry is reduced to the fields of the contract (DESIGN.md section 4) and checked
+    against it. The old options record is removed first and written again only after every
+    other file is in place, so an interrupted run never looks finished to ``prepared_counts``.
+    Every file is written atomically (temporary name, then rename).
+
+    Arguments
+    ---------
+    save_folder : str or pathlib.Path
+        Created if needed.
+    splits : dict
+        ``{"train": {utt_id: entry}, "valid": ..., "test": ...}``; each entry holds at least
+        ``wav``, ``duration``, ``emo``, ``gender``, ``spk``, ``session``.
+    classes : list of str
+        The ordered class list of the corpus as configured; every ``emo`` must be in it.
+    options : dict
+        The preparation options (JSON-serialisable), recorded to skip an identical re-run.
+
+    Returns
+    -------
+    dict
+        ``{"train": n, "valid": n, "test": n}``.
+
+    Raises
+    ------
+    ValueError
+        If an entry breaks the contract (a bug of the corpus preparation).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> save_folder = Path(tempfile.mkdtemp())
+    >>> entry = {"wav": "/a.wav", "duration": 1.0, "emo": "sad", "gender": "M", "spk": "s1",
+    ...          "session": 2, "source_line": 7}
+    >>> write_manifests(save_folder, {"train": {}, "valid": {}, "test": {"u1": entry}},
+    ...                 ["neu", "hap", "ang", "sad"], {"fold": 2})
+    {'train': 0, 'valid': 0, 'test': 1}
+    >>> json.loads((save_folder / "test.json").read_text())["u1"]["session"]
+    2
+    >>> json.loads((save_folder / "classes.json").read_text())
+    ['neu', 'hap', 'ang', 'sad']
+    """
+    save_folder = Path(save_folder)
+    manifests = {
+        split: {utt_id: _contract_entry(utt_id, entry, classes)
+                for utt_id, entry in splits[split].items()}
+        for split in SPLITS
+    }
+    (save_folder / OPTIONS_FILE).unlink(missing_ok=True)
+    for split in SPLITS:
+        write_json_atomic(save_folder / f"{split}.json", manifests[split])
+    write_json_atomic(save_folder / CLASSES_FILE, list(classes))
+    write_json_atomic(save_folder / OPTIONS_FILE, options)
+    return {split: len(manifests[split]) for split in SPLITS}
+
+
+def _contract_entry(utt_id, entry, classes):
+    missing = [field for field in MANIFEST_FIELDS if field not in entry]
+    if missing:
+        raise ValueError(f"manifest entry {utt_id} lacks {missing}: {entry}")
+    if entry["emo"] not in classes:
+        raise ValueError(f"manifest entry {utt_id} has emo {entry['emo']!r}, not in {classes}")
+    if entry["gender"] not in GENDERS:
+        raise ValueError(f"manifest entry {utt_id} has gender {entry['gender']!r}, not F or M")
+    if not isinstance(entry["session"], int):
+        raise ValueError(f"manifest entry {utt_id} has a non-integer session: {entry}")
+    return {field: entry[field] for field in MANIFEST_FIELDS}
+
+
+def run_from_command_line(prepare, arguments):
+    """Run a preparation from its command line: log to stderr, print the summary as JSON.
+
+    A ``PreparationError`` or ``AudioError`` ends the program with ``error: <message>`` (exit
+    status 1) instead of a traceback: the message already says what to do.
+
+    Arguments
+    ---------
+    prepare : callable
+        The corpus preparation, e.g. ``prepare_cremad``.
+    arguments : dict
+        Its keyword arguments.
+
+    Example
+    -------
+    >>> run_from_command_line(lambda n_folds: {"test": n_folds}, {"n_folds": 5})
+    {"test": 5}
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = prepare(**arguments)
+    except (PreparationError, AudioError) as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(summary))

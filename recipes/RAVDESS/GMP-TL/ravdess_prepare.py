@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Prepare one speaker-independent RAVDESS fold: ``train.json``, ``valid.json``, ``test.json``.
+
+Layout (the audio-only speech release, ``Audio_Speech_Actors_01-24``)::
+
+    data_folder/Actor_12/03-01-05-01-02-01-12.wav
+
+The name's seven fields: modality (``03`` audio-only; ``01`` full AV and ``02`` video-only are
+skipped), vocal channel (``01`` speech; ``02`` song is skipped), emotion (``01`` neutral, ``02``
+calm, ``03`` happy, ``04`` sad, ``05`` angry, ``06`` fearful, ``07`` disgust, ``08`` surprised),
+intensity, statement, repetition, actor (``01``-``24``: odd actors male, even female). Files
+that are not wavs (the ``.mp4`` of the video releases) and macOS ``._*`` files are ignored, so
+the audio and video releases may share one tree. The release is 48 kHz: the shared audio loader
+resamples on load, and the preparation reports how many files it will convert.
+
+Classes (``classes.json``, in the order ``neu hap ang sad fea dis sur cal``):
+
+- ``classes="8"``: all eight emotions. ``calm="keep"`` keeps calm as its own class ``cal`` (8
+  classes); ``calm="neu"`` labels calm ``neu`` and ``calm="drop"`` leaves it out (7 classes).
+- ``classes="4"``: ``neu hap ang sad`` (the IEMOCAP set); calm is ``neu`` or dropped
+  (``calm="keep"`` is refused: calm would be no class of the set).
+
+Folds (``lobes.manifests.speaker_folds``): the actors are dealt round-robin into ``n_folds``
+groups, women in sorted id order then men, so folds are balanced by gender and size. Fold K's
+actors are the test set; ``valid.json`` is a seeded, speaker-stratified share of the others.
+
+Usage::
+
+    python recipes/RAVDESS/GMP-TL/ravdess_prepare.py --data_folder PATH/Audio_Speech_Actors_01-24 \\
+        --save_folder OUT [--fold 1] [--n_folds 5] [--classes 8|4] [--calm neu|drop|keep]
+"""
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+try:
+    from lobes import manifests
+except ModuleNotFoundError:  # run as a script from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from lobes import manifests
+
+PreparationError = manifests.PreparationError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_ONLY = "03"
+SPEECH = "01"
+EMOTION_CODES = {"01": "neu", "02": "cal", "03": "hap", "04": "sad", "05": "ang", "06": "fea",
+                 "07": "dis", "08": "sur"}
+CLASS_SETS = {"8": ("neu", "hap", "ang", "sad", "fea", "dis", "sur", "cal"),
+              "4": ("neu", "hap", "ang", "sad")}
+CALM_RULES = ("neu", "drop", "keep")
+# `03-01-05-01-02-01-12`: modality, vocal channel, emotion, intensity, statement, repetition, actor
+FILE_NAME = re.compile(
+    r"^(?P<modality>\d\d)-(?P<channel>\d\d)-(?P<emotion>\d\d)-(?P<intensity>\d\d)-"
+    r"(?P<statement>\d\d)-(?P<repetition>\d\d)-(?P<actor>\d\d)$"
+)
+ACTOR_FOLDER = re.compile(r"^Actor_(?P<actor>\d\d)$")
+
+
+def prepare_ravdess(
+    data_folder,
+    save_folder,
+    fold,
+    n_folds=5,
+    valid_ratio=0.1,
+    seed=1986,
+    calm="neu",
+    classes="8",
+    skip_prep=False,
+):
+    """Write the train/valid/test manifests of one speaker-independent RAVDESS fold.
+
+    Arguments
+    ---------
+    data_folder : str or pathlib.Path
+        The folder holding ``Actor_01`` ... ``Actor_24``.
+    save_folder : str or pathlib.Path
+        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` and
+        ``prepare_options.json`` go.
+    fold : int
+        The fold (1 ... ``n_folds``) whose actors form the test set.
+    n_folds : int
+        Number of actor groups (2 ... number of actors).
+    valid_ratio : float
+        Share of each training actor's utterances moved to ``valid.json``, drawn with ``seed``.
+    seed : int
+        Seed of the validation draw.
+    calm : str
+        ``"neu"`` (calm is labelled neutral), ``"drop"`` (calm is left out) or ``"keep"`` (calm
+        is its own class ``cal``; needs ``classes="8"``).
+    classes : str
+        ``"8"`` (every emotion, calm as ``calm`` says) or ``"4"`` (``neu hap ang sad``).
+    skip_prep : bool
+        If True, do nothing and return None.
+
+    Returns
+    -------
+    dict or None
+        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}`` as for
+        ``prepare_iemocap`` (``n_converted``: wavs not 16 kHz mono, None when skipped).
+
+    Raises
+    ------
+    lobes.manifests.PreparationError
+        For a bad option, a missing folder, a malformed file name or an actor mismatch.
+    lobes.audio.AudioError
+        Listing every wav that is missing or unreadable, all at once.
+
+    Example
+    -------
+    >>> import json, pathlib, tempfile, numpy, soundfile
+    >>> corpus = pathlib.Path(tempfile.mkdtemp()) / "Audio_Speech_Actors_01-24"
+    >>> for name in ("03-01-02-01-01-01-01", "03-01-05-02-01-01-02", "03-02-05-02-01-01-02"):
+    ...     actor_folder = corpus / f"Actor_{name[-2:]}"
+    ...     actor_folder.mkdir(parents=True, exist_ok=True)
+    ...     soundfile.write(actor_folder / f"{name}.wav", numpy.zeros(9600), 48000)
+    >>> prepare_ravdess(corpus, corpus.parent / "fold2", fold=2, n_folds=2)
+    {'train': 1, 'valid': 0, 'test': 1, 'n_converted': 2, 'skipped': False}
+    >>> entry = json.loads((corpus.parent / "fold2" / "test.json").read_text())[
+    ...     "03-01-02-01-01-01-01"]
+    >>> entry["emo"], entry["gender"], entry["spk"], entry["session"], entry["duration"]
+    ('neu', 'M', 'Actor_01', 2, 0.2)
+    """
+    if skip_prep:
+        return None
+    data_folder = Path(data_folder).resolve()
+    save_folder = Path(save_folder)
+    options = {
+        "data_folder": str(data_folder),
+        "fold": int(fold),
+        "n_folds": int(n_folds),
+        "valid_ratio": float(valid_ratio),
+        "seed": int(seed),
+        "calm": str(calm),
+        "classes": str(classes),
+    }
+    _check_options(options)
+    counts = manifests.prepared_counts(save_folder, options)
+    if counts is not None:
+        logger.info("RAVDESS fold %d already prepared in %s; skipping", fold, save_folder)
+        return {**counts, "n_converted": None, "skipped": True}
+
+    clips = _read_clips(data_folder)
+    actor_folds = manifests.speaker_folds(
+        {clip["spk"]: clip["gender"] for clip in clips.values()}, options["n_folds"]
+    )
+    class_set = _class_set(options["classes"], options["calm"])
+    utterances = {}
+    for utt_id, clip in clips.items():
+        emo = "neu" if clip["emo"] == "cal" and options["calm"] == "neu" else clip["emo"]
+        if emo in class_set:
+            utterances[utt_id] = {**clip, "emo": emo, "session": actor_folds[clip["spk"]]}
+    if not any(entry["session"] == options["fold"] for entry in utterances.values()):
+        raise PreparationError(
+            f"fold {fold} has no utterance of the classes {list(class_set)} in {data_folder}"
+        )
+    n_converted = manifests.check_wavs(utterances, "RAVDESS", log=logger)
+    splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
+    counts = manifests.write_manifests(save_folder, splits, class_set, options)
+    logger.info("RAVDESS fold %d of %d prepared in %s: %s", fold, n_folds, save_folder, counts)
+    return {**counts, "n_converted": n_converted, "skipped": False}
+
+
+def _class_set(classes, calm):
+    """The ordered classes: the chosen set, with ``cal`` only when calm is kept apart."""
+    return tuple(emo for emo in CLASS_SETS[classes] if emo != "cal" or calm == "keep")
+
+
+def _check_options(options):
+    if options["classes"] not in CLASS_SETS:
+        raise PreparationError(
+            f"classes must be one of {sorted(CLASS_SETS)}, got {options['classes']!r}"
+        )
+    if options["calm"] not in CALM_RULES:
+        raise PreparationError(f"calm must be one of {CALM_RULES}, got {options['calm']!r}")
+    if options["classes"] == "4" and options["calm"] == "keep":
+        raise PreparationError(
+            'calm="keep" makes calm a class of its own, which the 4-class set (neu hap ang '
+            'sad) has not: use calm="neu" (calm counts as neutral) or calm="drop", or classes="8"'
+        )
+    if options["n_folds"] < 2:
+        raise PreparationError(f"n_folds must be at least 2, got {options['n_folds']}")
+    if not 1 <= options["fold"] <= options["n_folds"]:
+        raise PreparationError(
+            f"fold must be from 1 to n_folds ({options['n_folds']}), got {options['fold']}"
+        )
+    manifests.check_valid_ratio(options["valid_ratio"])
+    manifests.check_data_folder(
+        options["data_folder"], "the RAVDESS speech folder (the one holding Actor_01 ...)"
+    )
+
+
+def _read_clips(data_folder):
+    """Utterance id -> entry without duration and session, for every audio-only speech clip."""
+    actor_folders = sorted(
+        path for path in data_folder.iterdir() if path.is_dir() and ACTOR_FOLDER.match(path.name)
+    )
+    if not actor_folders:
+        raise PreparationError(
+            f"no Actor_XX folder in {data_folder}; give the folder that holds Actor_01 ... "
+            "Actor_24 (the extracted Audio_Speech_Actors_01-24.zip)"
+        )
+    clips, malformed, n_skipped = {}, [], 0
+    for actor_folder in actor_folders:
+        folder_actor = ACTOR_FOLDER.match(actor_folder.name)["actor"]
+        for path in sorted(actor_folder.iterdir()):
+            # Video (.mp4) and other files, and macOS ._* resource forks, are not audio clips.
+            if path.suffix.lower() != ".wav" or path.name.startswith("._"):
+                continue
+            match = FILE_NAME.match(path.stem)
+            if match is None or match["emotion"] not in EMOTION_CODES:
+                malformed.append(str(path))
+                continue
+            if match["modality"] != AUDIO_ONLY or match["channel"] != SPEECH:
+                n_skipped += 1  # audio-video, video-only or song
+                continue
+            if match["actor"] != folder_actor:
+                raise PreparationError(
+                    f"{path} names actor {match['actor']} but lies in {actor_folder.name}; move "
+                    f"it to Actor_{match['actor']}"
+                )
+            actor = int(match["actor"])
+            clips[path.stem] = {
+                "wav": str(path),
+                "emo": EMOTION_CODES[match["emotion"]],
+                "gender": "M" if actor % 2 else "F",
+                "spk": f"Actor_{match['actor']}",
+            }
+    if malformed:
+        raise PreparationError(
+            f"{len(malformed)} wav name(s) do not follow the RAVDESS naming "
+            "(seven two-digit fields, e.g. 03-01-05-01-02-01-12.wav, emotion 01-08): "
+            f"{', '.join(malformed)}; rename or remove them"
+        )
+    if n_skipped:
+        logger.info("skipped %d wavs that are not audio-only speech (song or video)", n_skipped)
+    if not clips:
+        raise PreparationError(
+            f"no audio-only speech wav (03-01-...) in {data_folder}; the song release "
+            "(03-02-...) is not used"
+        )
+    return clips
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_folder", required=True, type=Path,
+                        help="the folder holding Actor_01 ... Actor_24")
+    parser.add_argument("--save_folder", required=True, type=Path,
+                        help="where the manifests are written")
+    parser.add_argument("--fold", type=int, default=1, help="test fold, 1 ... n_folds")
+    parser.add_argument("--n_folds", type=int, default=5)
+    parser.add_argument("--valid_ratio", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument("--calm", choices=CALM_RULES, default="neu",
+                        help="neu: calm counts as neutral; drop: left out; keep: class cal")
+    parser.add_argument("--classes", choices=sorted(CLASS_SETS), default="8",
+                        help="8: every emotion (calm as --calm says); 4: neu hap ang sad")
+    args = parser.parse_args(argv)
+    manifests.run_from_command_line(prepare_ravdess, vars(args))
+
+
+if __name__ == "__main__":
+    main()
