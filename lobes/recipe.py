@@ -31,8 +31,9 @@ def load_recipe(argv=None):
         overrides=overrides,
     )
     # SpeechBrain saved this module as the "recipe"; keep the stage script beside it
-    main_script = Path(sys.modules["__main__"].__file__)
-    shutil.copy(main_script, Path(hparams["output_folder"]) / main_script.name)
+    if sb.utils.distributed.if_main_process():
+        main_script = Path(sys.modules["__main__"].__file__)
+        shutil.copy(main_script, Path(hparams["output_folder"]) / main_script.name)
     if "prepare" in hparams:
         run_on_main(hparams["prepare"])
     return hparams, run_opts

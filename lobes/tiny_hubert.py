@@ -17,7 +17,7 @@ import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 
-def write_tiny_hubert(out_dir, n_layers=4, dim=64, conv_dim=32, seed=0):
+def write_tiny_hubert(out_dir, n_layers=4, dim=64, conv_dim=16, seed=0):
     """Save a random-weight HuBERT and its feature-extractor config to ``out_dir``.
 
     Arguments
@@ -84,7 +84,7 @@ def main(argv=None):
     parser.add_argument("out_dir", help="folder to write the model to")
     parser.add_argument("--layers", type=int, default=4, help="transformer layers")
     parser.add_argument("--dim", type=int, default=64, help="hidden size")
-    parser.add_argument("--conv_dim", type=int, default=32, help="CNN channels")
+    parser.add_argument("--conv_dim", type=int, default=16, help="CNN channels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
     folder = write_tiny_hubert(args.out_dir, args.layers, args.dim, args.conv_dim, args.seed)

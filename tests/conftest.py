@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from recipe_helpers import recipe_module, run_cv  # noqa: E402
 
 from lobes.tiny_hubert import write_tiny_hubert  # noqa: E402
 
@@ -14,4 +15,27 @@ from lobes.tiny_hubert import write_tiny_hubert  # noqa: E402
 def tiny_hubert_dir(tmp_path_factory):
     """A tiny random-weight HuBERT (3 layers, 32-d) saved with ``save_pretrained``."""
     return write_tiny_hubert(tmp_path_factory.mktemp("tiny_hubert"), n_layers=3, dim=32,
-                             conv_dim=32)
+                             conv_dim=16)
+
+
+@pytest.fixture(scope="session")
+def demo_corpus_dir(tmp_path_factory):
+    """The demo corpus (20 utterances per speaker, 200 with a 4-class label)."""
+    make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
+    return make_demo_corpus(tmp_path_factory.mktemp("demo_corpus"), seed=0, utts_per_speaker=20)
+
+
+@pytest.fixture(scope="session")
+def demo_hubert_dir(tmp_path_factory):
+    """The demo's tiny HuBERT (4 layers, 64-d, 16-channel CNN), as hparams/demo.yaml expects."""
+    return write_tiny_hubert(tmp_path_factory.mktemp("demo_hubert"), n_layers=4, dim=64,
+                             conv_dim=16)
+
+
+@pytest.fixture(scope="session")
+def cv_run(tmp_path_factory, demo_corpus_dir, demo_hubert_dir):
+    """A two-fold run of gmp_tl and baseline on the demo corpus: the output folder."""
+    output_folder = tmp_path_factory.mktemp("cv") / "out"
+    completed = run_cv(output_folder, demo_corpus_dir, demo_hubert_dir, "--folds", "1,2")
+    (output_folder / "run_cv_stdout.txt").write_text(completed.stdout + completed.stderr)
+    return output_folder

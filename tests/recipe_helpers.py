@@ -1,0 +1,37 @@
+"""Helpers shared by the tests: importing recipe scripts, running the CV runner."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE_DIR = REPO / "recipes" / "IEMOCAP" / "GMP-TL"
+# Test overrides on top of hparams/demo.yaml: fewer epochs keep the suite short.
+CV_TEST_OVERRIDES = "number_of_epochs: 3\n"
+
+
+def recipe_module(name, recipe_dir=RECIPE_DIR):
+    """Import a recipe script (not a package) as a module."""
+    if str(recipe_dir) not in sys.path:
+        sys.path.insert(0, str(recipe_dir))
+    spec = importlib.util.spec_from_file_location(name, recipe_dir / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cv(output_folder, data_folder, hubert_source, *extra, overrides_text=CV_TEST_OVERRIDES,
+           check=True):
+    """Run run_cv.py in a subprocess with the demo overrides (+ ``overrides_text``)."""
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    test_overrides = output_folder.parent / f"{output_folder.name}_overrides.yaml"
+    test_overrides.write_text(overrides_text)
+    command = [
+        sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(data_folder),
+        "--output_folder", str(output_folder), "--hubert_source", str(hubert_source),
+        "--expected_utterances", "0",
+        "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(test_overrides), *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=check)
