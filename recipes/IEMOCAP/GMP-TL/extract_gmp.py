@@ -40,7 +40,7 @@ from lobes.gmp_labels import (
     write_label_file,
 )
 from lobes.io_utils import atomic_write, write_json_atomic
-from lobes.kmeans import KMeansModel, assign_labels_streaming, fit_kmeans
+from lobes.kmeans import assign_labels_streaming, fit_kmeans
 from lobes.recipe import load_recipe
 
 logger = logging.getLogger(__name__)
