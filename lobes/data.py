@@ -15,7 +15,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.dataio.sampler import DynamicBatchSampler
 
-from lobes.audio import read_audio
+from lobes.audio import AudioError, audio_info, read_audio
 from lobes.frames import RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
 from lobes.gmp_labels import check_labels_against_manifest, fit_labels_to_frames, read_label_file
 
@@ -92,6 +92,46 @@ def make_label_encoder(classes, save_path=None):
     return encoder
 
 
+def screen_audio(manifest, split, policy="error"):
+    """Check every wav of a manifest before training starts: never a crash hours into a run.
+
+    Files may vanish or break after the preparation checked them. ``policy="error"`` raises one
+    ``AudioError`` listing every bad file; ``policy="skip"`` drops them with a warning and a
+    count. Only headers are read (fast); audio content (NaN) is checked when it is loaded.
+
+    Returns
+    -------
+    dict
+        The manifest without the bad files.
+
+    Example
+    -------
+    >>> manifest = {"gone": {"wav": "/nonexistent.wav", "duration": 1.0}}
+    >>> screen_audio(manifest, "train", policy="skip")
+    {}
+    """
+    if policy not in ("error", "skip"):
+        raise ValueError(f"bad_audio must be 'error' or 'skip', got {policy!r}")
+    problems = {}
+    for utt_id, entry in manifest.items():
+        try:
+            audio_info(entry["wav"])
+        except AudioError as error:
+            problems[utt_id] = str(error)
+    if not problems:
+        return manifest
+    listing = "\n".join(f"  {utt_id}: {message}" for utt_id, message in problems.items())
+    if policy == "error":
+        raise AudioError(
+            f"{len(problems)} of {len(manifest)} {split} utterances have unusable audio:\n"
+            f"{listing}\nRestore the files, re-run the preparation, or set bad_audio: skip to "
+            "train without them."
+        )
+    logger.warning("%s: skipping %d of %d utterances with unusable audio (bad_audio: skip):\n%s",
+                   split, len(problems), len(manifest), listing)
+    return {utt_id: entry for utt_id, entry in manifest.items() if utt_id not in problems}
+
+
 def _drop_too_short(dataset, split):
     before = len(dataset)
     # valid and test are sorted by duration: batches then carry little padding
@@ -155,7 +195,8 @@ def dataio_prepare(hparams, gmp_label_paths=None):
     ---------
     hparams : dict
         Needs ``train_annotation``, ``valid_annotation``, ``test_annotation``,
-        ``save_folder``; optionally ``emotion_classes`` (fixed class order).
+        ``save_folder``; optionally ``emotion_classes`` (fixed class order) and ``bad_audio``
+        (``error``, the default, or ``skip``: see ``screen_audio``).
     gmp_label_paths : dict, optional
         ``{split: [label file of each scale]}``; adds ``gmp_0``, ``gmp_1``... items.
 
@@ -167,7 +208,11 @@ def dataio_prepare(hparams, gmp_label_paths=None):
     label_encoder : CategoricalEncoder
         The emotion label encoder (also saved as ``<save_folder>/label_encoder.txt``).
     """
-    manifests = {split: load_manifest(hparams[f"{split}_annotation"]) for split in SPLITS}
+    manifests = {
+        split: screen_audio(load_manifest(hparams[f"{split}_annotation"]), split,
+                            hparams.get("bad_audio", "error"))
+        for split in SPLITS
+    }
     classes = emotion_classes(manifests["train"], hparams.get("emotion_classes"))
     if hparams.get("n_emotions", len(classes)) != len(classes):
         raise ValueError(

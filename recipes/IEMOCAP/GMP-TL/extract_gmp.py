@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from lobes.brain import load_encoder_weights
 from lobes.cluster_report import cluster_report, report_to_markdown
-from lobes.data import SPLITS, audio_dataset, load_manifest
+from lobes.data import SPLITS, audio_dataset, load_manifest, screen_audio
 from lobes.feature_cache import FeatureCache, FeatureCacheWriter
 from lobes.gmp_labels import (
     expected_frame_counts,
@@ -223,7 +223,11 @@ def main(argv=None):
     device = run_opts.get("device") or "cpu"
     if torch.cuda.is_available() and not run_opts.get("device"):
         device = f"cuda:{sb.utils.distributed.get_local_rank() or 0}"
-    manifests = {split: load_manifest(hparams[f"{split}_annotation"]) for split in SPLITS}
+    manifests = {
+        split: screen_audio(load_manifest(hparams[f"{split}_annotation"]), split,
+                            hparams["bad_audio"])
+        for split in SPLITS
+    }
     extract_features(hparams, manifests, device, rank, world_size)
     sb.utils.distributed.ddp_barrier()
     if not sb.utils.distributed.if_main_process():
