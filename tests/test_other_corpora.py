@@ -580,3 +580,28 @@ def test_write_manifests_refuses_an_entry_outside_the_contract(tmp_path):
         manifests.write_manifests(tmp_path, {"train": {"u": {**entry, "gender": "F"}},
                                              "valid": {}, "test": {}}, ["sad"], {})
     assert not (tmp_path / "train.json").exists()
+
+
+def test_one_ravdess_fold_runs_end_to_end_through_the_same_recipe(ravdess, tmp_path,
+                                                                  demo_hubert_dir):
+    """--corpus ravdess: the IEMOCAP stage scripts, heads sized from the prepared classes."""
+    from recipe_helpers import run_cv
+
+    corpus, truth = ravdess
+    output = tmp_path / "out"
+    completed = run_cv(output, corpus, demo_hubert_dir, "--corpus", "ravdess", "--folds", "1",
+                       "--systems", "gmp_tl", overrides_text="number_of_epochs: 1\n",
+                       check=False)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    expected_classes = ["neu", "hap", "ang", "sad", "fea", "dis", "sur"]  # 8 classes, calm->neu
+    metrics = json.loads((output / "fold1" / "stage2" / "metrics.json").read_text())
+    assert metrics["classes"] == expected_classes
+    assert len(metrics["confusion"]) == len(expected_classes)
+    header = (output / "fold1" / "stage2" / "predictions.csv").read_text().splitlines()[0]
+    assert header == "id,true,predicted," + ",".join(f"score_{c}" for c in expected_classes)
+    test_ids = set(json.loads((output / "fold1" / "prepare" / "test.json").read_text()))
+    assert test_ids and test_ids <= set(truth)
+    assert metrics["n_utterances"] == len(test_ids)
+    results = json.loads((output / "results.json").read_text())
+    assert set(results["systems"]) == {"gmp_tl"} and "reported" not in results
+    assert "reported" not in (output / "results.md").read_text()

@@ -6,10 +6,13 @@ its own folder under ``OUT/fold<K>/``, then the results tables over the folds::
 
     python run_cv.py --data_folder PATH/IEMOCAP_full_release --output_folder OUT \\
         [--folds 1,2,3,4,5] [--systems gmp_tl,baseline] [--overrides FILE.yaml ...] \\
-        [--hubert_source PATH_OR_HUB_ID] [--expected_utterances N] [--nproc N]
+        [--hubert_source PATH_OR_HUB_ID] [--expected_utterances N] [--nproc N] \\
+        [--corpus iemocap|cremad|ravdess|msppodcast] [--prepare_option KEY=VALUE ...]
 
-A finished step (its folder holds its completion marker) is skipped, so an interrupted run
-continues where it stopped; a step killed mid-way resumes from its own SpeechBrain checkpoint.
+``--corpus`` picks the preparation (``recipes/*/GMP-TL/<corpus>_prepare.py``); the emotion
+heads are sized from the ``classes.json`` it writes. A finished step (its folder holds its
+completion marker) is skipped, so an interrupted run continues where it stopped; a step killed
+mid-way resumes from its own SpeechBrain checkpoint.
 With ``--nproc N`` every training step and the GMP extraction run under
 ``torchrun --nproc_per_node=N`` (SpeechBrain DDP).
 
@@ -22,6 +25,8 @@ Systems:
 """
 
 import argparse
+import importlib.util
+import inspect
 import json
 import logging
 import re
@@ -34,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from iemocap_prepare import prepare_iemocap
 from ruamel.yaml import YAML
 
 from lobes.io_utils import atomic_write, write_json_atomic
 from lobes.metrics import plot_confusion
 
 RECIPE_DIR = Path(__file__).resolve().parent
+RECIPES_ROOT = RECIPE_DIR.parents[1]
 HPARAMS_DIR = RECIPE_DIR / "hparams"
 SYSTEMS = ("gmp_tl", "baseline", "no_gender", "single_scale", "no_stage1")
 REPORTED = {"name": "GMP-TL (paper, reported)", "WA": 0.800, "UA": 0.820}
@@ -182,22 +187,63 @@ def run_logged(label, command, log_path):
     print(f"[{time.strftime('%H:%M:%S')}] {label}: done in {elapsed:.1f} s", flush=True)
 
 
+def available_corpora():
+    """Corpus names with a ``recipes/<CORPUS>/GMP-TL/<name>_prepare.py``.
+
+    Example
+    -------
+    >>> {"iemocap", "cremad", "ravdess", "msppodcast"} <= set(available_corpora())
+    True
+    """
+    return sorted(path.name[: -len("_prepare.py")]
+                  for path in RECIPES_ROOT.glob("*/GMP-TL/*_prepare.py"))
+
+
+def load_prepare(corpus):
+    """``prepare_<corpus>`` from ``recipes/*/GMP-TL/<corpus>_prepare.py``.
+
+    A new corpus needs only that file (a function writing the manifest contract and
+    ``classes.json``); its test-fold argument is ``test_session`` or ``fold``.
+    """
+    path = next(RECIPES_ROOT.glob(f"*/GMP-TL/{corpus}_prepare.py"))
+    spec = importlib.util.spec_from_file_location(f"{corpus}_prepare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, f"prepare_{corpus}")
+
+
 def prepare_fold(fold_dir, fold, overrides, args):
-    """Write the fold's manifests in-process (skipped when done with the same options)."""
+    """Write the fold's manifests in-process (skipped when done with the same options).
+
+    Returns the overrides that size the emotion heads from the data: the corpus' class list
+    as written to ``classes.json`` by the preparation.
+    """
     options = {key: overrides[key] for key in ("valid_ratio", "seed") if key in overrides}
+    prepare = load_prepare(args.corpus)
+    defaults = inspect.signature(prepare).parameters
+    for key, value in args.prepare_options.items():
+        if key not in defaults:
+            raise SystemExit(f"--prepare_option {key}: {prepare.__name__} has no such option")
+        # typed like the function's default (classes="4" stays a string, n_folds=5 an int)
+        default = defaults[key].default
+        options[key] = type(default)(value) if isinstance(default, int | float) else value
+    if args.corpus == "iemocap":
+        options["expected_utterances"] = args.expected_utterances
+    options["test_session" if "test_session" in defaults else "fold"] = fold
     started = time.time()
-    summary = prepare_iemocap(
-        data_folder=args.data_folder, save_folder=str(fold_dir / "prepare"), test_session=fold,
-        expected_utterances=args.expected_utterances, **options,
+    summary = prepare(
+        data_folder=args.data_folder, save_folder=str(fold_dir / "prepare"), **options
     )
     state = "complete, skipped" if summary and summary.get("skipped") else (
         f"done in {time.time() - started:.1f} s")
     print(f"[{time.strftime('%H:%M:%S')}] fold {fold} | prepare: {state}", flush=True)
+    classes = json.loads((fold_dir / "prepare" / "classes.json").read_text())
+    return {"emotion_classes": classes, "n_emotions": len(classes)}
 
 
 def run_fold(fold, args, overrides, systems):
     fold_dir = Path(args.output_folder) / f"fold{fold}"
-    prepare_fold(fold_dir, fold, overrides, args)
+    overrides = {**overrides, **prepare_fold(fold_dir, fold, overrides, args)}
     done = set()
     for system in systems:
         for step in system_steps(system, args.single_scale_k):
@@ -212,9 +258,11 @@ def run_fold(fold, args, overrides, systems):
                        fold_dir / step.folder / "run.log")
 
 
-def collect_results(output_folder, folds, systems, single_scale_k):
+def collect_results(output_folder, folds, systems, single_scale_k, corpus="iemocap"):
     """Read every finished run's ``metrics.json`` into the results dictionary."""
-    results = {"systems": {}, "reported": REPORTED}
+    results = {"systems": {}}
+    if corpus == "iemocap":
+        results["reported"] = REPORTED
     for system in systems:
         final_step = system_steps(system, single_scale_k)[-1]
         per_fold, confusion, classes = {}, None, None
@@ -242,12 +290,11 @@ def collect_results(output_folder, folds, systems, single_scale_k):
 
 
 def results_markdown(results, folds):
-    lines = [
-        "| system | WA (%) | UA (%) | folds |",
-        "|---|---|---|---|",
-        f"| {REPORTED['name']} | {100 * REPORTED['WA']:.1f} | {100 * REPORTED['UA']:.1f} "
-        "| 5 (reported, not run here) |",
-    ]
+    lines = ["| system | WA (%) | UA (%) | folds |", "|---|---|---|---|"]
+    if "reported" in results:
+        reported = results["reported"]
+        lines.append(f"| {reported['name']} | {100 * reported['WA']:.1f} "
+                     f"| {100 * reported['UA']:.1f} | 5 (reported, not run here) |")
     for system, summary in results["systems"].items():
         mean, std = summary["mean"], summary["std"]
         lines.append(
@@ -267,9 +314,9 @@ def results_markdown(results, folds):
     return "\n".join(lines) + "\n"
 
 
-def write_results(output_folder, folds, systems, single_scale_k):
+def write_results(output_folder, folds, systems, single_scale_k, corpus="iemocap"):
     output_folder = Path(output_folder)
-    results = collect_results(output_folder, folds, systems, single_scale_k)
+    results = collect_results(output_folder, folds, systems, single_scale_k, corpus)
     write_json_atomic(output_folder / "results.json", results)
     markdown = results_markdown(results, folds)
     with atomic_write(output_folder / "results.md") as handle:
@@ -285,7 +332,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data_folder", required=True, help="the IEMOCAP_full_release folder")
+    parser.add_argument("--data_folder", required=True,
+                        help="the corpus folder (IEMOCAP: the IEMOCAP_full_release folder)")
+    parser.add_argument("--corpus", default="iemocap", choices=available_corpora(),
+                        help="which prepare function writes the manifests (default iemocap)")
+    parser.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra option of the corpus' prepare function, e.g. classes=6")
     parser.add_argument("--output_folder", required=True, help="where fold<K>/ and results go")
     parser.add_argument("--folds", default="1,2,3,4,5", help="test sessions, comma separated")
     parser.add_argument("--systems", default="gmp_tl,baseline",
@@ -306,6 +358,12 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
     args.data_folder = str(Path(args.data_folder).resolve())
+    args.prepare_options = {}
+    for option in args.prepare_option:
+        key, separator, value = option.partition("=")
+        if not separator:
+            parser.error(f"--prepare_option {option!r} is not KEY=VALUE")
+        args.prepare_options[key] = value
     return args
 
 
@@ -325,8 +383,10 @@ def main(argv=None):
     started = time.time()
     for fold in args.folds:
         run_fold(fold, args, overrides, args.systems)
-        write_results(args.output_folder, args.folds, args.systems, args.single_scale_k)
-    markdown = write_results(args.output_folder, args.folds, args.systems, args.single_scale_k)
+        write_results(args.output_folder, args.folds, args.systems, args.single_scale_k,
+                      args.corpus)
+    markdown = write_results(args.output_folder, args.folds, args.systems, args.single_scale_k,
+                             args.corpus)
     print(f"\nall folds done in {time.time() - started:.0f} s; results in "
           f"{Path(args.output_folder) / 'results.md'}\n")
     print(markdown)
