@@ -32,7 +32,7 @@ DEMO_CORPUS := $(DEMO_DIR)/corpus/IEMOCAP_full_release
 DEMO_HUBERT := $(DEMO_DIR)/tiny_hubert
 
 $(DEMO_CORPUS)/demo_truth.json: | $(STAMP)
-	$(PY) recipes/IEMOCAP/GMP-TL/make_demo_corpus.py $(DEMO_DIR)/corpus --utts_per_speaker 24
+	$(PY) recipes/IEMOCAP/GMP-TL/make_demo_corpus.py $(DEMO_DIR)/corpus --utts_per_speaker 20
 
 $(DEMO_HUBERT)/config.json: | $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m lobes.tiny_hubert $(DEMO_HUBERT)

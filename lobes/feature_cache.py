@@ -403,6 +403,13 @@ class FeatureCache:
             _read_json(indexes[(rank, world_size)])["plan"] for rank in range(world_size)
         ]
         first = self.shards[0]
+        shared_keys = ("layers", "dim", "dtype", "n_utterances_total", "format_version")
+        for shard in self.shards[1:]:
+            if any(shard[key] != first[key] for key in shared_keys):
+                raise IncompleteCacheError(
+                    f"feature cache {self.folder}, split '{split}': shards disagree on "
+                    f"{shared_keys}: delete {self.folder} and extract again"
+                )
         self.layers = first["layers"]
         self.dim = first["dim"]
         self.world_size = world_size
@@ -516,7 +523,9 @@ class FeatureCache:
     def sample_frames(self, layer, max_frames, seed=0, chunk_frames=65536):
         """A seeded uniform sample of ``max_frames`` frames (all frames if fewer), float32.
 
-        Memory stays at the sample plus one chunk of ``chunk_frames`` frames.
+        Frames are numbered in cache utterance order, whatever the sharding, so the
+        same seed gives the same sample however many ranks wrote the cache. Memory
+        stays at the sample plus a few integers per sampled frame.
 
         Example
         -------
@@ -534,18 +543,23 @@ class FeatureCache:
             chosen = np.arange(total, dtype=np.int64)
         else:
             chosen = np.sort(rng.choice(total, size=max_frames, replace=False))
+        utt_starts = np.concatenate([[0], np.cumsum(self.frame_counts)[:-1]])
+        utt_of_frame = np.searchsorted(utt_starts, chosen, side="right") - 1
+        shard_of_frame = utt_of_frame % self.world_size
         sample = np.empty((len(chosen), self.dim), dtype=np.float32)
-        # Frames are numbered shard after shard; each shard serves its own slice.
-        shard_starts = np.cumsum([0] + [int(offsets[-1]) for offsets in self._shard_offsets])
-        filled = 0
         for shard in range(self.world_size):
-            low, high = np.searchsorted(chosen, shard_starts[shard:shard + 2])
-            rows = chosen[low:high] - shard_starts[shard]
+            in_shard = np.flatnonzero(shard_of_frame == shard)
+            utt_positions = utt_of_frame[in_shard] // self.world_size
+            # Increasing within a shard: shard order follows cache order.
+            rows = (
+                self._shard_offsets[shard][utt_positions]
+                + chosen[in_shard]
+                - utt_starts[utt_of_frame[in_shard]]
+            )
             array = self._array(layer, shard)
             for chunk_start in range(0, len(rows), chunk_frames):
-                chunk = rows[chunk_start:chunk_start + chunk_frames]
-                sample[filled:filled + len(chunk)] = array[chunk]
-                filled += len(chunk)
+                chunk = slice(chunk_start, chunk_start + chunk_frames)
+                sample[in_shard[chunk]] = array[rows[chunk]]
         return sample
 
     def check_matches(self, manifest, tolerance=1):

@@ -100,6 +100,8 @@ def write_label_file(path, labels, meta):
                     f"{path}: {utt_id} needs a non-empty 1-D label array, got shape "
                     f"{frame_labels.shape}"
                 )
+            if not np.issubdtype(frame_labels.dtype, np.integer):
+                raise ValueError(f"{path}: labels of {utt_id} are {frame_labels.dtype}, not ints")
             if frame_labels.min() < 0 or frame_labels.max() >= n_clusters:
                 raise ValueError(
                     f"{path}: {utt_id} has labels outside 0..{n_clusters - 1} (k={n_clusters})"

@@ -109,6 +109,13 @@ def test_sharded_writes_read_as_one(tmp_path, manifest, features):
     for utt_id in manifest:
         assert np.array_equal(sharded.features(3, utt_id), whole.features(3, utt_id))
     sharded.check_matches(manifest)
+    # The k-means training sample must not depend on how many ranks extracted.
+    for max_frames in (37, 10**6):
+        assert np.array_equal(
+            sharded.sample_frames(6, max_frames, seed=5), whole.sample_frames(6, max_frames, seed=5)
+        )
+    everything = sharded.sample_frames(6, 10**6, chunk_frames=7)
+    assert np.array_equal(everything, np.concatenate([whole.features(6, u) for u in manifest]))
 
 
 def test_unfinished_shard_is_incomplete(tmp_path, manifest, features):

@@ -56,11 +56,14 @@ def test_round_trip_with_metadata(tmp_path, labels):
     }
 
 
-def test_metadata_requires_source(tmp_path, labels):
+def test_write_refuses_bad_input(tmp_path, labels):
     with pytest.raises(ValueError, match="kmeans_model"):
         write_label_file(tmp_path / "a.km", labels, {"layer": 9, "k": 64})
     with pytest.raises(ValueError, match="outside 0..7"):
         write_label_file(tmp_path / "a.km", labels, {**META, "k": 8})
+    with pytest.raises(ValueError, match="not ints"):
+        write_label_file(tmp_path / "a.km", {"a": np.array([1.0])}, META)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_write_leaves_old_files_intact(tmp_path, labels, monkeypatch):
