@@ -92,7 +92,7 @@ def multi_scale_frame_loss(logits_per_scale, labels_per_scale, frame_counts, sca
 
 
 class CosineHead(torch.nn.Module):
-    """Cosine classifier: cosine similarity between the input and one weight per class.
+    """Cosine classifier: cosine similarity between an embedding and one weight per class.
 
     Arguments
     ---------
@@ -100,23 +100,33 @@ class CosineHead(torch.nn.Module):
         Dimension of the pooled vector.
     n_classes : int
         Number of classes.
+    embedding_size : int, optional
+        When given, a linear layer (with bias) maps the pooled vector to an embedding of this
+        size first, as speaker-verification cosine classifiers do: pooled encoder features
+        share a large common direction that a bias-free cosine cannot remove.
 
     Example
     -------
-    >>> head = CosineHead(4, 3)
+    >>> head = CosineHead(4, 3, embedding_size=8)
     >>> cosines = head(torch.randn(2, 4))
     >>> bool((cosines.abs() <= 1.0 + 1e-6).all()), tuple(cosines.shape)
     (True, (2, 3))
     """
 
-    def __init__(self, input_size, n_classes):
+    def __init__(self, input_size, n_classes, embedding_size=None):
         super().__init__()
+        self.embedding = None
+        if embedding_size:
+            self.embedding = torch.nn.Linear(input_size, embedding_size)
+            input_size = embedding_size
         self.weight = torch.nn.Parameter(torch.empty(n_classes, input_size))
         torch.nn.init.xavier_uniform_(self.weight)
 
-    def forward(self, embeddings):
+    def forward(self, features):
         """Return ``(..., n_classes)`` cosine similarities for ``(..., input_size)`` inputs."""
-        return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
+        if self.embedding is not None:
+            features = self.embedding(features)
+        return F.linear(F.normalize(features, dim=-1), F.normalize(self.weight, dim=-1))
 
 
 class SoftmaxCELoss(torch.nn.Module):

@@ -65,6 +65,14 @@ class HuBERTEncoder(torch.nn.Module):
             apply_spec_augment=apply_spec_augment,
             output_all_hiddens=True,
         )
+        # Parameters no returned output depends on would stall DDP's gradient reduction: the
+        # time-mask embedding without SpecAugment, and the final layer norm of stable-layer-norm
+        # models, which HF applies to last_hidden_state only (not to hidden_states).
+        model = self.hubert.model
+        if not apply_spec_augment and getattr(model, "masked_spec_embed", None) is not None:
+            model.masked_spec_embed.requires_grad_(False)
+        if model.config.do_stable_layer_norm:
+            model.encoder.layer_norm.requires_grad_(False)
         # The wrapper normalises over the whole padded tensor; we normalise per utterance.
         self.normalize_wav = bool(self.hubert.normalize_wav)
         self.hubert.normalize_wav = False

@@ -137,7 +137,7 @@ def test_freeze_options(tiny_hubert_dir, tmp_path, freeze, cnn_trainable, transf
     model = HuBERTEncoder(tiny_hubert_dir, tmp_path, freeze=freeze)
     hf = model.hubert.model
     assert all(p.requires_grad == cnn_trainable for p in hf.feature_extractor.parameters())
-    assert all(p.requires_grad == transformer_trainable for p in hf.encoder.parameters())
+    assert all(p.requires_grad == transformer_trainable for p in hf.encoder.layers.parameters())
     model.train()
     assert hf.feature_extractor.training == cnn_trainable
 

@@ -8,10 +8,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from recipe_helpers import RECIPE_DIR, recipe_module, run_cv
 
+from lobes.gmp_labels import read_label_file
+
 SYSTEM_FOLDERS = {"gmp_tl": "stage2", "baseline": "baseline"}
+SHORT = "number_of_epochs: 1\n"
 
 
 def logged_test_stats(train_log):
@@ -21,15 +25,75 @@ def logged_test_stats(train_log):
             for key in ("WA", "UA")}
 
 
-def test_two_fold_results_files_match_the_runs(cv_run):
-    results = json.loads((cv_run / "results.json").read_text())
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
+    return make_demo_corpus(tmp_path_factory.mktemp("small"), seed=3, utts_per_speaker=8)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, small_corpus, demo_hubert_dir):
+    """Two folds of gmp_tl and baseline, SIGKILLed during fold 2's stage 1, then run again."""
+    output = tmp_path_factory.mktemp("killed") / "out"
+    overrides = output.parent / "overrides.yaml"
+    overrides.write_text(SHORT)
+    command = [
+        sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(small_corpus),
+        "--output_folder", str(output), "--hubert_source", str(demo_hubert_dir),
+        "--expected_utterances", "0", "--folds", "1,2", "--systems", "gmp_tl,baseline",
+        "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(overrides),
+    ]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True, text=True)
+    stage1_log = output / "fold2" / "stage1" / "log.txt"
+    deadline = time.time() + 600
+    while not stage1_log.exists() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.5)
+    assert stage1_log.exists(), runner.communicate()[0][-3000:]
+    time.sleep(2)
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    before = {
+        path: path.stat().st_mtime_ns
+        for path in [output / "fold1" / step / "encoder.ckpt"
+                     for step in ("stage0", "stage1", "stage2", "baseline")]
+        + [output / "fold2" / "stage0" / "encoder.ckpt",
+           output / "fold2" / "gmp" / "train_L2_K8.km"]
+    }
+    assert not (output / "fold2" / "stage1" / "encoder.ckpt").exists()
+    completed = subprocess.run(command, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return output, completed.stdout, before
+
+
+def test_killed_runner_resumes_without_redoing_finished_steps(killed_and_resumed):
+    output, stdout, before = killed_and_resumed
+    for step in ("stage0", "gmp", "stage1", "stage2", "baseline"):
+        assert f"fold 1 | {step}: complete, skipped" in stdout
+    assert "fold 2 | stage0: complete, skipped" in stdout
+    assert "fold 2 | gmp: complete, skipped" in stdout
+    for step in ("stage1", "stage2", "baseline"):
+        assert f"fold 2 | {step}: done" in stdout
+    for path, mtime in before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was written again"
+    # the interrupted stage finished with its planned number of epochs
+    epochs = re.findall(r"^epoch: (\d+)", (output / "fold2" / "stage1" / "train_log.txt")
+                        .read_text(), re.MULTILINE)
+    assert epochs and epochs[-1] == "1"
+
+
+def test_two_fold_results_files_match_the_runs(killed_and_resumed):
+    output, _, _ = killed_and_resumed
+    results = json.loads((output / "results.json").read_text())
     assert set(results["systems"]) == {"gmp_tl", "baseline"}
     for system, folder in SYSTEM_FOLDERS.items():
         summary = results["systems"][system]
         assert set(summary["folds"]) == {"1", "2"}
+        n_utterances = 0
         for fold, values in summary["folds"].items():
-            run_folder = cv_run / f"fold{fold}" / folder
+            run_folder = output / f"fold{fold}" / folder
             metrics = json.loads((run_folder / "metrics.json").read_text())
+            n_utterances += metrics["n_utterances"]
             assert values == {"WA": metrics["WA"], "UA": metrics["UA"]}
             logged = logged_test_stats(run_folder / "train_log.txt")
             for key in ("WA", "UA"):
@@ -39,74 +103,63 @@ def test_two_fold_results_files_match_the_runs(cv_run):
             fold_values = [summary["folds"][fold][key] for fold in ("1", "2")]
             assert summary["mean"][key] == pytest.approx(sum(fold_values) / 2)
             assert summary["std"][key] == pytest.approx(abs(fold_values[0] - fold_values[1]) / 2)
-        assert sum(map(sum, summary["confusion"])) == sum(
-            json.loads((cv_run / f"fold{fold}" / folder / "metrics.json").read_text())[
-                "n_utterances"] for fold in ("1", "2"))
-        assert (cv_run / f"confusion_{system}.png").stat().st_size > 1000
-    markdown = (cv_run / "results.md").read_text()
+        assert sum(map(sum, summary["confusion"])) == n_utterances
+        assert (output / f"confusion_{system}.png").stat().st_size > 1000
+    markdown = (output / "results.md").read_text()
     assert re.search(r"\| GMP-TL \(paper, reported\) \| 80\.0 \| 82\.0 \|.*reported", markdown)
     gmp_tl = results["systems"]["gmp_tl"]
     row = (f"| gmp_tl | {100 * gmp_tl['mean']['WA']:.1f} ± {100 * gmp_tl['std']['WA']:.1f} "
            f"| {100 * gmp_tl['mean']['UA']:.1f} ± {100 * gmp_tl['std']['UA']:.1f} |")
     assert row in markdown
     assert re.search(r"^\| baseline \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \|", markdown, re.M)
-    # each step of each fold has its folder
     for fold in (1, 2):
         for step in ("prepare", "stage0", "gmp", "stage1", "stage2", "baseline"):
-            assert (cv_run / f"fold{fold}" / step).is_dir()
+            assert (output / f"fold{fold}" / step).is_dir()
 
 
-def test_misspelled_override_key_stops_before_any_work(tmp_path, demo_corpus_dir,
+def test_two_processes_ddp_extraction_and_training(killed_and_resumed, small_corpus,
+                                                   demo_hubert_dir, tmp_path):
+    """torchrun --nproc_per_node=2 with gloo: GMP extraction split over ranks, DDP training."""
+    output, _, _ = killed_and_resumed
+    fold_dir = output / "fold1"
+    common = [f"--data_folder={small_corpus}", f"--hubert_source={demo_hubert_dir}",
+              "--encoder_dim=64", "--expected_utterances=0", "--skip_prep=True",
+              f"--output_root={fold_dir}", "--distributed_backend=gloo"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    gmp_folder = tmp_path / "gmp_ddp"
+    subprocess.run(
+        [*torchrun, str(RECIPE_DIR / "extract_gmp.py"), str(RECIPE_DIR / "hparams" / "gmp.yaml"),
+         *common, f"--output_folder={gmp_folder}", "--gmp_layer=2", "--gmp_scales=[8, 16, 32]",
+         "--extraction_batch_size=16"],
+        check=True, capture_output=True,
+    )
+    shards = sorted(path.name for path in (gmp_folder / "cache").glob("train_*.index.json"))
+    assert len(shards) == 2, shards
+    # two ranks give the GMPs of one process: same utterances and frames, and (float16 features
+    # of other batch compositions aside) the same clusters
+    for split in ("train", "valid", "test"):
+        single = read_label_file(fold_dir / "gmp" / f"{split}_L2_K16.km")
+        ranks = read_label_file(gmp_folder / f"{split}_L2_K16.km")
+        assert ranks.keys() == single.keys()
+        assert [len(ranks[u]) for u in single] == [len(labels) for labels in single.values()]
+        agreement = np.mean(np.concatenate([ranks[u] == single[u] for u in single]))
+        assert agreement > 0.95, agreement
+    baseline_folder = tmp_path / "baseline_ddp"
+    completed = subprocess.run(
+        [*torchrun, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "baseline.yaml"),
+         *common, f"--output_folder={baseline_folder}", "--number_of_epochs=1",
+         "--max_batch_length=20"],
+        capture_output=True, text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads((baseline_folder / "metrics.json").read_text())["n_utterances"] > 0
+    assert (baseline_folder / "encoder.ckpt").exists()
+
+
+def test_misspelled_override_key_stops_before_any_work(tmp_path, small_corpus,
                                                        demo_hubert_dir):
-    completed = run_cv(tmp_path / "out", demo_corpus_dir, demo_hubert_dir, "--folds", "1",
+    completed = run_cv(tmp_path / "out", small_corpus, demo_hubert_dir, "--folds", "1",
                        overrides_text="number_of_epoch: 1\n", check=False)
     assert completed.returncode != 0
     assert "number_of_epoch" in completed.stderr and "spelling" in completed.stderr
     assert not (tmp_path / "out" / "fold1" / "stage0").exists()
-
-
-def test_killed_ddp_runner_resumes_without_redoing_finished_steps(
-    tmp_path_factory, demo_hubert_dir
-):
-    """Two processes per step (torchrun, gloo); SIGKILL during stage 1, then run again."""
-    make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
-    corpus = make_demo_corpus(tmp_path_factory.mktemp("small"), seed=3, utts_per_speaker=8)
-    output = tmp_path_factory.mktemp("killed") / "out"
-    overrides = output.parent / "overrides.yaml"
-    overrides.write_text("number_of_epochs: 2\n")
-    command = [
-        sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(corpus),
-        "--output_folder", str(output), "--hubert_source", str(demo_hubert_dir),
-        "--expected_utterances", "0", "--folds", "1", "--systems", "gmp_tl", "--nproc", "2",
-        "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(overrides),
-    ]
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True, text=True)
-    stage1_log = output / "fold1" / "stage1" / "log.txt"
-    deadline = time.time() + 400
-    while not stage1_log.exists() and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.5)
-    assert stage1_log.exists(), runner.communicate()[0][-3000:]
-    time.sleep(3)
-    os.killpg(runner.pid, signal.SIGKILL)
-    runner.wait()
-    assert not (output / "fold1" / "stage1" / "encoder.ckpt").exists()
-    stage0_mtime = (output / "fold1" / "stage0" / "encoder.ckpt").stat().st_mtime_ns
-    labels_mtime = (output / "fold1" / "gmp" / "train_L2_K8.km").stat().st_mtime_ns
-
-    completed = subprocess.run(command, capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert "fold 1 | stage0: complete, skipped" in completed.stdout
-    assert "fold 1 | gmp: complete, skipped" in completed.stdout
-    assert "fold 1 | stage1: done" in completed.stdout
-    assert (output / "fold1" / "stage0" / "encoder.ckpt").stat().st_mtime_ns == stage0_mtime
-    assert (output / "fold1" / "gmp" / "train_L2_K8.km").stat().st_mtime_ns == labels_mtime
-    results = json.loads((output / "results.json").read_text())
-    assert set(results["systems"]["gmp_tl"]["folds"]) == {"1"}
-    # the GMP extraction ran as two ranks: one cache shard per rank and split
-    cache = output / "fold1" / "gmp" / "cache"
-    shards = sorted(path.name for path in cache.glob("train_*index*"))
-    assert len(shards) == 2, shards
-    # stage 1 ran under DDP (SpeechBrain logs the world size of the process group)
-    stage1_run_log = (output / "fold1" / "stage1" / "run.log").read_text()
-    assert "torch.distributed.run" in stage1_run_log and "--nproc_per_node=2" in stage1_run_log
