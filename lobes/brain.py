@@ -19,6 +19,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
+from lobes.data import eval_loader_options, train_loader_options
 from lobes.io_utils import atomic_write, write_json_atomic
 from lobes.metrics import EmotionReport, format_confusion
 
@@ -130,6 +131,27 @@ class EncoderBrain(sb.Brain):
                 "test WA %.4f UA %.4f\n%s", metrics["WA"], metrics["UA"],
                 format_confusion(metrics["confusion"], self.emotion_classes),
             )
+
+    def fit_and_test(self, datasets):
+        """Train on ``train`` (selecting on ``valid``), test the selected model, export it.
+
+        ``datasets`` and the loader options come from ``lobes.data``; the epochs from the
+        hparams' ``epoch_counter``. A run resumes from its last checkpoint.
+        """
+        hparams = vars(self.hparams)
+        self.fit(
+            self.hparams.epoch_counter,
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+            valid_loader_kwargs=eval_loader_options(hparams),
+        )
+        self.evaluate(
+            datasets["test"],
+            max_key=self.selection_key,
+            test_loader_kwargs=eval_loader_options(hparams),
+        )
+        self.export_encoder()
 
     def export_encoder(self, path=None):
         """Save the (selected) encoder weights for the next stage, atomically, on rank 0.

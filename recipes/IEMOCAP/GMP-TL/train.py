@@ -20,7 +20,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
 from lobes.brain import EncoderBrain
-from lobes.data import dataio_prepare, eval_loader_options, train_loader_options
+from lobes.data import dataio_prepare
 from lobes.frames import frame_mask
 from lobes.gmp_labels import read_label_meta
 from lobes.heads import multi_scale_frame_loss
@@ -148,16 +148,4 @@ if __name__ == "__main__":
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
-        valid_loader_kwargs=eval_loader_options(hparams),
-    )
-    brain.evaluate(
-        datasets["test"],
-        max_key=brain.selection_key,
-        test_loader_kwargs=eval_loader_options(hparams),
-    )
-    brain.export_encoder()
+    brain.fit_and_test(datasets)

@@ -14,7 +14,7 @@ import speechbrain as sb
 import torch.nn.functional as F
 
 from lobes.brain import EncoderBrain
-from lobes.data import dataio_prepare, eval_loader_options, train_loader_options
+from lobes.data import dataio_prepare
 from lobes.recipe import load_recipe
 
 
@@ -51,12 +51,4 @@ if __name__ == "__main__":
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
-        valid_loader_kwargs=eval_loader_options(hparams),
-    )
-    brain.evaluate(datasets["test"], max_key="UA", test_loader_kwargs=eval_loader_options(hparams))
-    brain.export_encoder()
+    brain.fit_and_test(datasets)
