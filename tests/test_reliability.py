@@ -2,11 +2,17 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
+import torch
+from recipe_helpers import RECIPE_DIR, recipe_module
 
 from lobes.audio import AudioError
 from lobes.data import dataio_prepare
+
+STAGE0_AND_GMP = (("train_mtl.py", "stage0_mtl.yaml"), ("extract_gmp.py", "gmp.yaml"))
 
 
 @pytest.fixture()
@@ -51,3 +57,35 @@ def test_bad_wavs_are_skipped_with_a_count_when_asked(fold_with_bad_wavs, caplog
         assert len(ids) == 10 and gone not in ids and broken not in ids
         assert all(len(item["sig"]) > 400 for item in dataset)
     assert "skipping 2 of 12 utterances with unusable audio" in caplog.text
+
+
+def test_same_seed_gives_identical_manifests_gmps_and_metrics(tmp_path, demo_hubert_dir):
+    """CPU determinism: preparation, stage 0 and the GMP extraction, each run twice."""
+    corpus = recipe_module("make_demo_corpus").make_demo_corpus(tmp_path / "corpus", seed=7,
+                                                                utts_per_speaker=6)
+    common = [f"--data_folder={corpus}", f"--hubert_source={demo_hubert_dir}",
+              "--encoder_dim=64", "--expected_utterances=0"]
+    options = {"train_mtl.py": ["--number_of_epochs=1", "--max_batch_length=20"],
+               "extract_gmp.py": ["--gmp_layer=2", "--gmp_scales=[8, 16]"]}
+    runs = []
+    for run in ("a", "b"):
+        root = tmp_path / run / "fold1"
+        for script, hparams in STAGE0_AND_GMP:
+            completed = subprocess.run(
+                [sys.executable, str(RECIPE_DIR / script), str(RECIPE_DIR / "hparams" / hparams),
+                 *common, *options[script], f"--output_root={root}"],
+                capture_output=True, text=True,
+            )
+            assert completed.returncode == 0, completed.stderr[-2000:]
+        runs.append(root)
+    first, second = runs
+    for split in ("train", "valid", "test"):
+        assert (first / "prepare" / f"{split}.json").read_bytes() == (
+            second / "prepare" / f"{split}.json").read_bytes()
+        for k in (8, 16):
+            assert (first / "gmp" / f"{split}_L2_K{k}.km").read_bytes() == (
+                second / "gmp" / f"{split}_L2_K{k}.km").read_bytes()
+    assert (first / "stage0" / "metrics.json").read_bytes() == (
+        second / "stage0" / "metrics.json").read_bytes()
+    weights = [torch.load(root / "stage0" / "encoder.ckpt", weights_only=True) for root in runs]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
