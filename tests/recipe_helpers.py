@@ -7,8 +7,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO / "recipes" / "IEMOCAP" / "GMP-TL"
-# Test overrides on top of hparams/demo.yaml: fewer epochs keep the suite short.
-CV_TEST_OVERRIDES = "number_of_epochs: 3\n"
+# Test overrides on top of hparams/demo.yaml (none: the learning tests use the demo's settings).
+CV_TEST_OVERRIDES = ""
 
 
 def recipe_module(name, recipe_dir=RECIPE_DIR):

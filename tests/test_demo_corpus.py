@@ -106,7 +106,7 @@ def test_layout_matches_the_real_release(default_corpus, truth):
         info = soundfile.info(str(_wav_path(corpus, utt_id, entry)))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert info.frames == round(entry["duration"] * 16000)
-        assert 1.0 <= entry["duration"] <= 3.0
+        assert 1.0 <= entry["duration"] <= 2.2
     assert dialog_kinds == {"impro", "scrip"}
     genders_per_dialog = {}
     for entry in truth.values():
