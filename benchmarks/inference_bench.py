@@ -1,0 +1,214 @@
+"""Benchmark: ``EmotionRecognizer.classify_file`` on CPU, real-time factor and peak memory.
+
+A model folder is written the way ``gmptl-export`` writes one (``lobes.export.
+write_model_folder``: encoder folder, pooling and cosine-head weights, label encoder,
+``hyperparams.yaml``) around a random-weight HuBERT-base architecture (HF ``HubertConfig``
+defaults: 12 layers, 768-d, 95 M parameters), and loaded with
+``EmotionRecognizer.from_hparams(source=MODEL_FOLDER)``. It classifies one 16 kHz wav file
+(60 s by default). Compared, each in its own process (separate peak-memory counters), driven in
+turn so that every repetition sees the same background load:
+
+- ``classify_file``: ours, as shipped (long files encoded in ``chunk_seconds`` = 30 s chunks);
+- ``classify_file, chunk_seconds C``: the same with other chunk lengths (``--chunks``);
+- ``classify_file, no chunking``: the same with ``chunk_seconds`` above the file length (one
+  encoder call on the whole file), to show what the chunking does;
+- ``bare HF HubertModel``: the named alternative, ``HubertModel.from_pretrained`` on the same
+  encoder folder, the file read with ``soundfile``, normalised as its feature extractor says,
+  one forward (``last_hidden_state`` only) under ``torch.no_grad()``; no pooling, no head.
+
+RTF = wall seconds / audio seconds (below 1 is faster than real time); file reading included.
+Peak memory = the process's peak resident set (``VmHWM`` of ``/proc/self/status``, reset after
+loading and a warm-up call on a 5 s file with ``/proc/self/clear_refs``; ``ru_maxrss`` where
+that is not possible); "above loaded" is that peak minus the resident set once the model is
+loaded (before any call), i.e. what classifying the file adds to the loaded model.
+
+Usage::
+
+    python benchmarks/inference_bench.py [--seconds 60] [--repeats 2] [--chunks 10]
+        [--threads N] [--quick]
+
+The last line printed is ``rtf=<classify_file wall / audio> peak_rss_mb=<peak> rtf_ratio=<ours /
+bare HF>``.
+"""
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from bench_utils import load_note, machine_line, write_hubert
+
+SAMPLE_RATE = 16000
+
+
+def _status_kb(field):
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak():
+    """Reset the peak resident set (Linux >= 4.0); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_kb():
+    hwm = _status_kb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _load(system, model_folder):
+    """Return a callable ``run(path)`` for ``system``."""
+    import torch
+
+    if system.startswith("classify_file"):
+        from lobes.inference import EmotionRecognizer, quiet_library_logs
+
+        quiet_library_logs()
+        overrides = None
+        if "no chunking" in system:
+            overrides = {"chunk_seconds": 100000.0}
+        elif "chunk_seconds" in system:
+            overrides = {"chunk_seconds": float(system.rsplit(" ", 1)[1])}
+        recognizer = EmotionRecognizer.from_hparams(
+            source=model_folder, savedir=str(Path(model_folder) / "savedir"), overrides=overrides
+        )
+        return lambda path: recognizer.classify_file(path).label
+
+    from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
+    encoder_folder = Path(model_folder) / "encoder"
+    model = HubertModel.from_pretrained(encoder_folder).eval()
+    normalize = Wav2Vec2FeatureExtractor.from_pretrained(encoder_folder).do_normalize
+
+    def run(path):
+        audio, _ = soundfile.read(path, dtype="float32")
+        wav = torch.from_numpy(audio)[None]
+        if normalize:
+            wav = (wav - wav.mean()) / torch.sqrt(wav.var() + 1e-7)
+        with torch.no_grad():
+            return model(wav).last_hidden_state.shape
+
+    return run
+
+
+def worker(system, model_folder, wav_path, warmup_path, connection, threads=None):
+    """Load ``system``, warm it up on a short file, then time one call per ``"run"``."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    run = _load(system, model_folder)
+    rss_loaded = _status_kb("VmRSS") or 0
+    run(warmup_path)  # warm-up (thread pools, allocator, lazy imports)
+    reset = _reset_peak()
+    times = []
+    while connection.recv() == "run":
+        start = time.perf_counter()
+        run(wav_path)
+        times.append(time.perf_counter() - start)
+        connection.send("done")
+    connection.send({"times": times, "peak_kb": _peak_kb(), "rss_loaded_kb": rss_loaded,
+                     "peak_reset": reset})
+
+
+def write_test_wav(path, seconds, seed=0):
+    """A 16 kHz 16-bit mono wav of ``seconds``: a wobbling tone in noise (content is moot)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    audio = 0.3 * np.sin(2 * np.pi * (150 + 30 * np.sin(2 * np.pi * 0.5 * t)) * t)
+    audio += 0.05 * rng.standard_normal(len(t))
+    soundfile.write(path, audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the test file")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per system")
+    parser.add_argument("--chunks", type=float, nargs="*", default=[10.0],
+                        help="further chunk_seconds values to time (default: 10)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="1 timed call per system")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # as in the workers, for the line below
+    print(machine_line())
+    from lobes.export import write_model_folder
+
+    systems = [
+        "classify_file", *[f"classify_file, chunk_seconds {c:g}" for c in args.chunks],
+        "classify_file, no chunking", "bare HF HubertModel",
+    ]
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        model_folder = write_model_folder(
+            work / "model", write_hubert(work / "hubert_base", "base"),
+            ["neu", "hap", "ang", "sad"],
+        )
+        wav_path = str(write_test_wav(work / "test.wav", args.seconds))
+        warmup_path = str(write_test_wav(work / "warmup.wav", 5.0, seed=1))
+        print(f"model folder: random HuBERT-base + mean pooling + cosine head "
+              f"(lobes.export.write_model_folder); file: {args.seconds:g} s, 16 kHz mono")
+        connections, processes = {}, []
+        for system in systems:  # loaded one after the other: no load overlaps a timed call
+            ours, theirs = context.Pipe()
+            process = context.Process(target=worker, args=(system, model_folder, wav_path,
+                                                           warmup_path, theirs, args.threads))
+            process.start()
+            processes.append(process)
+            connections[system] = ours
+            ours.send("run")  # the first timed call doubles as a readiness signal
+            ours.recv()
+        for _ in range(repeats - 1):
+            for connection in connections.values():
+                connection.send("run")
+                connection.recv()
+        results = {}
+        for system, connection in connections.items():
+            connection.send("stop")
+            results[system] = connection.recv()
+        for process in processes:
+            process.join()
+
+    print(f"\n{'system':<34} {'wall s':>8} {'RTF':>7} {'x real time':>12} {'peak RSS MB':>12} "
+          f"{'above loaded MB':>16}   (median of {repeats})")
+    rtf = {}
+    for system, result in results.items():
+        wall = statistics.median(result["times"])
+        rtf[system] = wall / args.seconds
+        during = (result["peak_kb"] - result["rss_loaded_kb"]) / 1024
+        print(f"{system:<34} {wall:>8.2f} {rtf[system]:>7.3f} {args.seconds / wall:>12.1f} "
+              f"{result['peak_kb'] / 1024:>12.0f} {during:>16.0f}")
+    for system, result in results.items():
+        print(f"  {system}: calls {', '.join(f'{t:.2f}' for t in result['times'])} s")
+    print(f"at the end: {load_note()}")
+    if not all(result["peak_reset"] for result in results.values()):
+        print("note: the peak could not be reset: peak RSS includes loading")
+    ours, bare = results[systems[0]], results[systems[-1]]
+    rtf_ratio = rtf[systems[0]] / rtf[systems[-1]]
+    print(f"RTF ratio classify_file / bare HF forward: {rtf_ratio:.2f}; "
+          f"peak RSS ratio: {ours['peak_kb'] / bare['peak_kb']:.2f}")
+    print(f"\nrtf={rtf[systems[0]]:.4f} peak_rss_mb={ours['peak_kb'] / 1024:.0f} "
+          f"rtf_ratio={rtf_ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
