@@ -22,4 +22,10 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    entry_points={
+        "console_scripts": [
+            "gmptl-export=lobes.export:main",
+            "gmptl-classify=lobes.classify_cli:main",
+        ],
+    },
 )
