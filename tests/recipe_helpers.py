@@ -12,13 +12,15 @@ CV_TEST_OVERRIDES = ""
 
 
 def recipe_module(name, recipe_dir=RECIPE_DIR):
-    """Import a recipe script (not a package) as a module."""
+    """Import a recipe script (not a package) as a module, once per test session."""
     if str(recipe_dir) not in sys.path:
         sys.path.insert(0, str(recipe_dir))
-    spec = importlib.util.spec_from_file_location(name, recipe_dir / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, recipe_dir / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def run_cv(output_folder, data_folder, hubert_source, *extra, overrides_text=CV_TEST_OVERRIDES,

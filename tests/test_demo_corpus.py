@@ -1,33 +1,20 @@
 """The synthetic demo corpus: deterministic, in the real release's layout, with audible cues."""
 
-import importlib.util
 import json
 import re
-import sys
 import time
 from collections import Counter
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from recipe_helpers import recipe_module
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "IEMOCAP" / "GMP-TL"
 ANNOTATION_LINE = re.compile(r"^\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(\S+)\t(\w+)\t\[[\d., ]+\]$")
 UTTERANCE_ID = re.compile(r"^Ses0([1-5])([FM])_(impro\d\d|script\d\d_\d)_([FM])\d{3}$")
 
-
-def _load_recipe_module(name):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RECIPE_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-make_demo_corpus = _load_recipe_module("make_demo_corpus").make_demo_corpus
+make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """IEMOCAP preparation on the demo corpus: counts, folds, validation draw, errors and re-runs."""
 
-import importlib.util
 import json
 import logging
 import math
@@ -13,24 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from recipe_helpers import RECIPE_DIR, recipe_module
 
 from lobes.audio import AudioError
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes" / "IEMOCAP" / "GMP-TL"
 SPLITS = ("train", "valid", "test")
 
 
-def _load_recipe_module(name):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RECIPE_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-iemocap_prepare = _load_recipe_module("iemocap_prepare")
-make_demo_corpus = _load_recipe_module("make_demo_corpus").make_demo_corpus
+iemocap_prepare = recipe_module("iemocap_prepare")
+make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
 prepare_iemocap = iemocap_prepare.prepare_iemocap
 PreparationError = iemocap_prepare.PreparationError
 
