@@ -46,12 +46,15 @@ def killed_and_resumed(tmp_path_factory, small_corpus, demo_hubert_dir):
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, text=True)
     stage1_log = output / "fold2" / "stage1" / "log.txt"
+
+    def training_started():
+        return stage1_log.exists() and "Going into epoch" in stage1_log.read_text()
+
     deadline = time.time() + 600
-    while not stage1_log.exists() and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.5)
-    assert stage1_log.exists(), runner.communicate()[0][-3000:]
-    time.sleep(2)
-    os.killpg(runner.pid, signal.SIGKILL)
+    while not training_started() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.1)
+    assert training_started(), runner.communicate()[0][-3000:]
+    os.killpg(runner.pid, signal.SIGKILL)  # mid-epoch: an epoch, valid and test take seconds
     runner.wait()
     before = {
         path: path.stat().st_mtime_ns
