@@ -139,11 +139,16 @@ class EncoderBrain(sb.Brain):
         hparams' ``epoch_counter``. A run resumes from its last checkpoint.
         """
         hparams = vars(self.hparams)
+        train_options = train_loader_options(hparams, datasets["train"])
+        # SpeechBrain calls set_epoch only on samplers it made itself; without it the dynamic
+        # batches' order would depend on how many epochs this process has run, and a resumed
+        # run would not repeat the uninterrupted one
+        self.train_sampler = train_options.get("batch_sampler")
         self.fit(
             self.hparams.epoch_counter,
             datasets["train"],
             datasets["valid"],
-            train_loader_kwargs=train_loader_options(hparams, datasets["train"]),
+            train_loader_kwargs=train_options,
             valid_loader_kwargs=eval_loader_options(hparams),
         )
         self.evaluate(

@@ -69,7 +69,7 @@ def extract_features(hparams, manifests, device, rank, world_size):
             hparams["cache_folder"], split, list(hparams["gmp_layers"]), hparams["encoder_dim"],
             utt_ids, [planned_counts[utt_id] for utt_id in utt_ids],
             durations=[manifest[utt_id]["duration"] for utt_id in utt_ids],
-            rank=rank, world_size=world_size,
+            rank=rank, world_size=world_size, progress_every=hparams["cache_flush_every"],
         )
         pending = writer.pending_ids
         if pending:

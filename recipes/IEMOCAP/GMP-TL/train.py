@@ -102,6 +102,13 @@ def gmp_label_sets(hparams):
 
 def gmp_label_files(hparams):
     """``{split: [label file per (layer, K)]}``, checked against the frame head sizes."""
+    n_label_sets = len(gmp_label_sets(hparams))
+    if len(hparams["gmp_scale_weights"]) != n_label_sets:
+        raise ValueError(
+            f"gmp_scale_weights {hparams['gmp_scale_weights']} needs one weight per GMP label "
+            f"set ({n_label_sets}: gmp_layers {hparams['gmp_layers']} x gmp_scales "
+            f"{hparams['gmp_scales']}): set it when changing gmp_scales"
+        )
     head_sizes = hparams["frame_head"].n_outputs * len(hparams["gmp_layers"])
     files = {}
     for split in SPLITS:
