@@ -1,15 +1,20 @@
-"""Bad input met at training time: gone or broken wavs are refused at start, or skipped."""
+"""Bad input met at training time (gone or broken wavs refused at start, or skipped), CPU
+determinism, and checkpoints that cannot run code when loaded."""
 
 import json
+import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from recipe_helpers import RECIPE_DIR, recipe_module
 
 from lobes.audio import AudioError
+from lobes.brain import load_encoder_weights
+from lobes.checkpoints import AtomicCheckpointer
 from lobes.data import dataio_prepare
 
 STAGE0_AND_GMP = (("train_mtl.py", "stage0_mtl.yaml"), ("extract_gmp.py", "gmp.yaml"))
@@ -89,3 +94,28 @@ def test_same_seed_gives_identical_manifests_gmps_and_metrics(tmp_path, demo_hub
         second / "stage0" / "metrics.json").read_bytes()
     weights = [torch.load(root / "stage0" / "encoder.ckpt", weights_only=True) for root in runs]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+class CodeOnLoad:
+    """A pickled object that would create ``marker`` when unpickled without ``weights_only``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_checkpoint_recovery_refuses_pickled_code(tmp_path):
+    """SpeechBrain's recovery and our encoder loading use torch's ``weights_only`` loading."""
+    layer = torch.nn.Linear(2, 2)
+    checkpointer = AtomicCheckpointer(tmp_path / "save", recoverables={"layer": layer})
+    checkpoint = checkpointer.save_checkpoint()
+    marker = tmp_path / "code_ran"
+    torch.save({"weight": CodeOnLoad(marker)}, checkpoint.paramfiles["layer"])
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        checkpointer.recover_if_possible()
+    torch.save({"weight": CodeOnLoad(marker)}, tmp_path / "encoder.ckpt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_encoder_weights(layer, tmp_path / "encoder.ckpt")
+    assert not marker.exists()
