@@ -16,6 +16,9 @@ import numpy as np
 from lobes.io_utils import atomic_write
 
 logger = logging.getLogger(__name__)
+# faiss logs every CPU-specific build it tries before the one it loads, at INFO: noise in every
+# stage log, not a problem
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 BACKENDS = ("faiss", "sklearn")
 
