@@ -19,6 +19,8 @@ from lobes.frames import SAMPLE_RATE
 
 # At or below this rate, speech has lost everything above 4 kHz: usable, but worth a warning.
 BAND_LIMITED_RATE = 8000
+# The sample formats that can hold NaN or infinity.
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
 class AudioError(ValueError):
@@ -58,13 +60,24 @@ def _empty(path):
     )
 
 
-def audio_info(path):
+def _not_finite(path):
+    return AudioError(
+        f"audio file {path} holds NaN or infinite samples; re-export or re-convert it "
+        "(e.g. to 16-bit PCM WAV) or drop the utterance from the manifest"
+    )
+
+
+def audio_info(path, check_samples=False):
     """Read the sample rate, channel count and length of an audio file from its header.
 
     Arguments
     ---------
     path : str or pathlib.Path
         Audio file in any format libsndfile reads (WAV, FLAC, ...).
+    check_samples : bool
+        Also make sure that the samples are finite, so that a NaN file is found before
+        training rather than when a batch loads it. Only floating-point files can hold NaN or
+        infinity: only those are read (in blocks), integer PCM such as IEMOCAP's costs nothing.
 
     Returns
     -------
@@ -74,7 +87,8 @@ def audio_info(path):
     Raises
     ------
     AudioError
-        If the file is missing, unreadable (corrupt, truncated header, not audio) or empty.
+        If the file is missing, unreadable (corrupt, truncated header, not audio) or empty, or
+        (``check_samples``) holds NaN or infinite samples.
 
     Example
     -------
@@ -92,6 +106,13 @@ def audio_info(path):
         raise _unreadable(path, str(error).strip() or type(error).__name__) from error
     if header.frames <= 0:
         raise _empty(path)
+    if check_samples and header.subtype in FLOAT_SUBTYPES:
+        try:
+            for block in soundfile.blocks(str(path), blocksize=1 << 20, dtype="float32"):
+                if not np.isfinite(block).all():
+                    raise _not_finite(path)
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise _unreadable(path, str(error).strip() or type(error).__name__) from error
     return AudioInfo(
         sample_rate=int(header.samplerate),
         channels=int(header.channels),
@@ -130,7 +151,7 @@ def read_audio(path, target_sr=SAMPLE_RATE):
     Returns
     -------
     torch.Tensor
-        1-D float32 tensor of ``round(n_samples * target_sr / file_rate)`` samples.
+        1-D float32 tensor of ``ceil(n_samples * target_sr / file_rate)`` samples.
 
     Raises
     ------
@@ -155,10 +176,7 @@ def read_audio(path, target_sr=SAMPLE_RATE):
     if samples.shape[0] == 0:
         raise _empty(path)
     if not np.isfinite(samples).all():
-        raise AudioError(
-            f"audio file {path} holds NaN or infinite samples; re-export or re-convert it "
-            "(e.g. to 16-bit PCM WAV) or drop the utterance from the manifest"
-        )
+        raise _not_finite(path)
     if file_sr <= BAND_LIMITED_RATE:
         warnings.warn(
             f"{path} is sampled at {file_sr} Hz: it is band-limited (nothing above "

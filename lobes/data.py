@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 GENDERS = ("F", "M")
 MIN_DURATION = RECEPTIVE_FIELD / SAMPLE_RATE
+# A wav whose length differs from its manifest entry by more than this was replaced or cut.
+DURATION_TOLERANCE = 0.01
 
 
 def load_manifest(path):
@@ -95,9 +97,11 @@ def make_label_encoder(classes, save_path=None):
 def screen_audio(manifest, split, policy="error"):
     """Check every wav of a manifest before training starts: never a crash hours into a run.
 
-    Files may vanish or break after the preparation checked them. ``policy="error"`` raises one
-    ``AudioError`` listing every bad file; ``policy="skip"`` drops them with a warning and a
-    count. Only headers are read (fast); audio content (NaN) is checked when it is loaded.
+    Files may vanish, break or be replaced after the preparation checked them (a file whose
+    length no longer matches its manifest ``duration`` counts as bad). ``policy="error"``
+    raises one ``AudioError`` listing every bad file; ``policy="skip"`` drops them with a
+    warning and a count. Headers are read, and the samples of floating-point files (the only
+    ones that can hold NaN or infinity); 16-bit PCM corpora cost one header read per file.
 
     Returns
     -------
@@ -115,9 +119,15 @@ def screen_audio(manifest, split, policy="error"):
     problems = {}
     for utt_id, entry in manifest.items():
         try:
-            audio_info(entry["wav"])
+            info = audio_info(entry["wav"], check_samples=True)
         except AudioError as error:
             problems[utt_id] = str(error)
+            continue
+        if abs(info.duration - entry["duration"]) > DURATION_TOLERANCE:
+            problems[utt_id] = (
+                f"{entry['wav']} lasts {info.duration:.3f} s but the manifest says "
+                f"{entry['duration']:.3f} s: the file changed since the preparation"
+            )
     if not problems:
         return manifest
     listing = "\n".join(f"  {utt_id}: {message}" for utt_id, message in problems.items())

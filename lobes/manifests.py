@@ -122,6 +122,8 @@ def prepared_counts(save_folder, options):
 def check_wavs(utterances, corpus_name, restore_hint="re-extract the archive", log=logger):
     """Read every wav header, record its ``duration``; return how many need conversion.
 
+    Floating-point wavs are also read through, to find NaN or infinite samples.
+
     Every file is checked before anything fails, so that one error lists them all.
 
     Arguments
@@ -144,7 +146,7 @@ def check_wavs(utterances, corpus_name, restore_hint="re-extract the archive", l
     Raises
     ------
     lobes.audio.AudioError
-        Listing every missing or unreadable wav, with the count and what to do.
+        Listing every missing, unreadable or non-finite wav, with the count and what to do.
 
     Example
     -------
@@ -159,7 +161,7 @@ def check_wavs(utterances, corpus_name, restore_hint="re-extract the archive", l
     n_converted = 0
     for entry in utterances.values():
         try:
-            info = audio_info(entry["wav"])
+            info = audio_info(entry["wav"], check_samples=True)
         except AudioError as error:
             problems.append(str(error))
             continue

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from ruamel.yaml import YAML
 
+from lobes.hparams_check import hparams_keys
 from lobes.io_utils import atomic_write, write_json_atomic
 from lobes.metrics import plot_confusion
 
@@ -90,11 +91,6 @@ def system_steps(system, single_scale_k):
         {"encoder_init": f"{stage1.folder}/encoder.ckpt"},
     )
     return [stage0, gmp, stage1, stage2]
-
-
-def hparams_keys(hparams_file):
-    """Top-level keys of a hyperpyyaml file (the keys an override may set)."""
-    return set(re.findall(r"^([A-Za-z_]\w*):", Path(hparams_file).read_text(), re.MULTILINE))
 
 
 def load_overrides(files):
