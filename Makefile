@@ -22,7 +22,7 @@ $(STAMP): requirements.txt setup.py
 # One thread per process: the tiny models of the tests and the demo run faster single-threaded
 # on a small CPU (measured: a demo fold took ~2 min with 1 thread, over 4 min with 2 under load).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests lobes
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests lobes recipes benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

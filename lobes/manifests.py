@@ -119,6 +119,99 @@ def prepared_counts(save_folder, options):
         return None
 
 
+def prepare_once(description, save_folder, options, build, log=logger,
+                 fact_keys=("n_converted",)):
+    """Prepare a fold unless an identical earlier run did: the frame of every corpus preparation.
+
+    Arguments
+    ---------
+    description : str
+        Named in the log, e.g. ``"IEMOCAP fold 1"``.
+    save_folder : str or pathlib.Path
+        Folder of the manifests.
+    options : dict
+        The preparation's options (checked by the caller), recorded with the manifests.
+    build : callable
+        ``build() -> (splits, classes, facts)``: the ``write_manifests`` splits, the ordered
+        class list and a dict of facts to return (``n_converted`` and the like). Only called
+        when the fold must be (re)prepared.
+    log : logging.Logger
+        The calling preparation's logger.
+    fact_keys : tuple of str
+        The keys of ``facts``, returned as None when the preparation is skipped.
+
+    Returns
+    -------
+    dict
+        ``{"train": n, "valid": n, "test": n, **facts, "skipped": bool}``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> entry = {"wav": "/a.wav", "duration": 1.0, "emo": "neu", "gender": "F", "spk": "s1",
+    ...          "session": 1}
+    >>> def build():
+    ...     return {"train": {"u1": entry}, "valid": {}, "test": {}}, ["neu"], {"n_converted": 0}
+    >>> save_folder = tempfile.mkdtemp()
+    >>> prepare_once("toy fold 1", save_folder, {"seed": 1}, build)
+    {'train': 1, 'valid': 0, 'test': 0, 'n_converted': 0, 'skipped': False}
+    >>> prepare_once("toy fold 1", save_folder, {"seed": 1}, build)["skipped"]
+    True
+    """
+    save_folder = Path(save_folder)
+    counts = prepared_counts(save_folder, options)
+    if counts is not None:
+        log.info("%s already prepared in %s; skipping", description, save_folder)
+        return {**counts, **dict.fromkeys(fact_keys), "skipped": True}
+    splits, classes, facts = build()
+    counts = write_manifests(save_folder, splits, classes, options)
+    log.info("%s prepared in %s: %s", description, save_folder, counts)
+    return {**counts, **facts, "skipped": False}
+
+
+def speaker_fold_utterances(clips, fold, n_folds, class_set, data_folder):
+    """Put each clip in its speaker's fold (``speaker_folds``), keeping the classes asked for.
+
+    For corpora without sessions (CREMA-D, RAVDESS): the fold number goes to ``session``, so
+    that ``split_fold`` holds fold ``fold`` out as the test set.
+
+    Arguments
+    ---------
+    clips : dict
+        ``{utt_id: entry}`` with ``emo``, ``spk`` and ``gender``.
+    fold, n_folds : int
+        The test fold and the number of folds.
+    class_set : sequence of str
+        The classes kept.
+    data_folder : str or pathlib.Path
+        Named in the error when the test fold holds no clip of these classes.
+
+    Returns
+    -------
+    dict
+        The kept clips, each with ``session`` set to its fold.
+
+    Example
+    -------
+    >>> clips = {f"u{i}": {"emo": emo, "spk": f"s{i}", "gender": "FM"[i % 2]}
+    ...          for i, emo in enumerate(["neu", "sad", "fea", "neu"])}
+    >>> kept = speaker_fold_utterances(clips, 1, 2, ["neu", "sad"], "/corpus")
+    >>> {utt_id: entry["session"] for utt_id, entry in kept.items()}
+    {'u0': 1, 'u1': 1, 'u3': 2}
+    """
+    folds = speaker_folds({clip["spk"]: clip["gender"] for clip in clips.values()}, n_folds)
+    utterances = {
+        utt_id: {**clip, "session": folds[clip["spk"]]}
+        for utt_id, clip in clips.items()
+        if clip["emo"] in class_set
+    }
+    if not any(entry["session"] == fold for entry in utterances.values()):
+        raise PreparationError(
+            f"fold {fold} has no utterance of the classes {list(class_set)} in {data_folder}"
+        )
+    return utterances
+
+
 def check_wavs(utterances, corpus_name, restore_hint="re-extract the archive", log=logger):
     """Read every wav header, record its ``duration``; return how many need conversion.
 

@@ -125,34 +125,22 @@ def prepare_cremad(
         "classes": str(classes),
     }
     _check_options(options)
-    counts = manifests.prepared_counts(save_folder, options)
-    if counts is not None:
-        logger.info("CREMA-D fold %d already prepared in %s; skipping", fold, save_folder)
-        return {**counts, "n_converted": None, "skipped": True}
 
-    clips = _read_clips(data_folder)
-    actor_folds = manifests.speaker_folds(
-        {clip["spk"]: clip["gender"] for clip in clips.values()}, options["n_folds"]
-    )
-    class_set = CLASS_SETS[options["classes"]]
-    utterances = {
-        utt_id: {**clip, "session": actor_folds[clip["spk"]]}
-        for utt_id, clip in clips.items()
-        if clip["emo"] in class_set
-    }
-    if not any(entry["session"] == options["fold"] for entry in utterances.values()):
-        raise PreparationError(
-            f"fold {fold} has no utterance of the classes {list(class_set)} in {data_folder}"
+    def build():
+        class_set = CLASS_SETS[options["classes"]]
+        utterances = manifests.speaker_fold_utterances(
+            _read_clips(data_folder), options["fold"], options["n_folds"], class_set, data_folder
         )
-    n_converted = manifests.check_wavs(
-        utterances, "CREMA-D",
-        restore_hint="clone it with git-lfs: a zip download holds LFS pointers, not audio",
-        log=logger,
-    )
-    splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
-    counts = manifests.write_manifests(save_folder, splits, class_set, options)
-    logger.info("CREMA-D fold %d of %d prepared in %s: %s", fold, n_folds, save_folder, counts)
-    return {**counts, "n_converted": n_converted, "skipped": False}
+        n_converted = manifests.check_wavs(
+            utterances, "CREMA-D",
+            restore_hint="clone it with git-lfs: a zip download holds LFS pointers, not audio",
+            log=logger,
+        )
+        splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
+        return splits, class_set, {"n_converted": n_converted}
+
+    return manifests.prepare_once(f"CREMA-D fold {fold} of {n_folds}", save_folder, options,
+                                  build, log=logger)
 
 
 def _check_options(options):

@@ -125,31 +125,28 @@ def prepare_iemocap(
         "expected_utterances": int(expected_utterances),
     }
     _check_options(options)
-    counts = manifests.prepared_counts(save_folder, options)
-    if counts is not None:
-        logger.info("IEMOCAP fold %d already prepared in %s; skipping", test_session, save_folder)
-        return {**counts, "n_converted": None, "skipped": True}
 
-    utterances = _read_annotations(data_folder)
-    found = len(utterances)
-    if expected_utterances and found != expected_utterances:
-        raise PreparationError(
-            f"found {found} utterances with a 4-class label (neu, hap, exc, ang, sad) in "
-            f"{data_folder}, expected {expected_utterances} (the full IEMOCAP release has "
-            f"{FULL_RELEASE_UTTERANCES}); check that every session is complete, or pass "
-            "--expected_utterances 0 (expected_utterances: 0) to accept a subset"
-        )
-    if not any(entry["session"] == options["test_session"] for entry in utterances.values()):
-        raise PreparationError(
-            f"test session {test_session} has no 4-class utterance in {data_folder}; check that "
-            f"Session{test_session} is there or choose another --test_session"
-        )
-    n_converted = manifests.check_wavs(utterances, "IEMOCAP", log=logger)
+    def build():
+        utterances = _read_annotations(data_folder)
+        found = len(utterances)
+        if expected_utterances and found != expected_utterances:
+            raise PreparationError(
+                f"found {found} utterances with a 4-class label (neu, hap, exc, ang, sad) in "
+                f"{data_folder}, expected {expected_utterances} (the full IEMOCAP release has "
+                f"{FULL_RELEASE_UTTERANCES}); check that every session is complete, or pass "
+                "--expected_utterances 0 (expected_utterances: 0) to accept a subset"
+            )
+        if not any(entry["session"] == options["test_session"] for entry in utterances.values()):
+            raise PreparationError(
+                f"test session {test_session} has no 4-class utterance in {data_folder}; check "
+                f"that Session{test_session} is there or choose another --test_session"
+            )
+        n_converted = manifests.check_wavs(utterances, "IEMOCAP", log=logger)
+        splits = manifests.split_fold(utterances, options["test_session"], valid_ratio, seed)
+        return splits, CLASSES, {"n_converted": n_converted}
 
-    splits = manifests.split_fold(utterances, options["test_session"], valid_ratio, seed)
-    counts = manifests.write_manifests(save_folder, splits, CLASSES, options)
-    logger.info("IEMOCAP fold %d prepared in %s: %s", test_session, save_folder, counts)
-    return {**counts, "n_converted": n_converted, "skipped": False}
+    return manifests.prepare_once(f"IEMOCAP fold {test_session}", save_folder, options, build,
+                                  log=logger)
 
 
 def _check_options(options):

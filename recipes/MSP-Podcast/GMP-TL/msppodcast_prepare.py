@@ -138,35 +138,35 @@ def prepare_msppodcast(
         "seed": int(seed),
     }
     _check_options(options, fold)
-    counts = manifests.prepared_counts(save_folder, options)
-    if counts is not None:
-        logger.info("MSP-Podcast already prepared in %s; skipping", save_folder)
-        return {**counts, "n_converted": None, "n_unknown_dropped": None, "skipped": True}
 
-    class_set = CLASS_SETS[options["classes"]]
-    split_of_set = {"Train": "train", test_set: "test"}
-    if valid_from == "Development":
-        split_of_set["Development"] = "valid"
-    rows_by_split, n_unknown_dropped = _read_labels(data_folder, class_set, split_of_set)
-    for split_set, split in split_of_set.items():
-        if not rows_by_split[split]:
-            raise PreparationError(
-                f"no usable row of Split_Set {split_set} (classes {list(class_set)}, known "
-                f"gender and speaker) in {data_folder / LABELS_FILE}; check the labels file "
-                "or choose another --test_set"
-            )
-    all_utterances = {utt_id: entry for rows in rows_by_split.values()
-                      for utt_id, entry in rows.items()}
-    n_converted = manifests.check_wavs(all_utterances, "MSP-Podcast", log=logger)
-    if valid_from == "Train":
-        train, valid = manifests.draw_validation(rows_by_split["train"], valid_ratio, seed)
-        splits = {"train": train, "valid": valid, "test": rows_by_split["test"]}
-    else:
-        splits = rows_by_split
-    counts = manifests.write_manifests(save_folder, splits, class_set, options)
-    logger.info("MSP-Podcast (test set %s) prepared in %s: %s", test_set, save_folder, counts)
-    return {**counts, "n_converted": n_converted, "n_unknown_dropped": n_unknown_dropped,
-            "skipped": False}
+    def build():
+        class_set = CLASS_SETS[options["classes"]]
+        split_of_set = {"Train": "train", test_set: "test"}
+        if valid_from == "Development":
+            split_of_set["Development"] = "valid"
+        rows_by_split, n_unknown_dropped = _read_labels(data_folder, class_set, split_of_set)
+        for split_set, split in split_of_set.items():
+            if not rows_by_split[split]:
+                raise PreparationError(
+                    f"no usable row of Split_Set {split_set} (classes {list(class_set)}, known "
+                    f"gender and speaker) in {data_folder / LABELS_FILE}; check the labels file "
+                    "or choose another --test_set"
+                )
+        all_utterances = {utt_id: entry for rows in rows_by_split.values()
+                          for utt_id, entry in rows.items()}
+        n_converted = manifests.check_wavs(all_utterances, "MSP-Podcast", log=logger)
+        if valid_from == "Train":
+            train, valid = manifests.draw_validation(rows_by_split["train"], valid_ratio, seed)
+            splits = {"train": train, "valid": valid, "test": rows_by_split["test"]}
+        else:
+            splits = rows_by_split
+        return splits, class_set, {"n_converted": n_converted,
+                                   "n_unknown_dropped": n_unknown_dropped}
+
+    return manifests.prepare_once(
+        f"MSP-Podcast (test set {test_set})", save_folder, options, build, log=logger,
+        fact_keys=("n_converted", "n_unknown_dropped"),
+    )
 
 
 def _check_options(options, fold):

@@ -139,30 +139,22 @@ def prepare_ravdess(
         "classes": str(classes),
     }
     _check_options(options)
-    counts = manifests.prepared_counts(save_folder, options)
-    if counts is not None:
-        logger.info("RAVDESS fold %d already prepared in %s; skipping", fold, save_folder)
-        return {**counts, "n_converted": None, "skipped": True}
 
-    clips = _read_clips(data_folder)
-    actor_folds = manifests.speaker_folds(
-        {clip["spk"]: clip["gender"] for clip in clips.values()}, options["n_folds"]
-    )
-    class_set = _class_set(options["classes"], options["calm"])
-    utterances = {}
-    for utt_id, clip in clips.items():
-        emo = "neu" if clip["emo"] == "cal" and options["calm"] == "neu" else clip["emo"]
-        if emo in class_set:
-            utterances[utt_id] = {**clip, "emo": emo, "session": actor_folds[clip["spk"]]}
-    if not any(entry["session"] == options["fold"] for entry in utterances.values()):
-        raise PreparationError(
-            f"fold {fold} has no utterance of the classes {list(class_set)} in {data_folder}"
+    def build():
+        clips = _read_clips(data_folder)
+        if options["calm"] == "neu":
+            clips = {utt_id: {**clip, "emo": "neu" if clip["emo"] == "cal" else clip["emo"]}
+                     for utt_id, clip in clips.items()}
+        class_set = _class_set(options["classes"], options["calm"])
+        utterances = manifests.speaker_fold_utterances(
+            clips, options["fold"], options["n_folds"], class_set, data_folder
         )
-    n_converted = manifests.check_wavs(utterances, "RAVDESS", log=logger)
-    splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
-    counts = manifests.write_manifests(save_folder, splits, class_set, options)
-    logger.info("RAVDESS fold %d of %d prepared in %s: %s", fold, n_folds, save_folder, counts)
-    return {**counts, "n_converted": n_converted, "skipped": False}
+        n_converted = manifests.check_wavs(utterances, "RAVDESS", log=logger)
+        splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
+        return splits, class_set, {"n_converted": n_converted}
+
+    return manifests.prepare_once(f"RAVDESS fold {fold} of {n_folds}", save_folder, options,
+                                  build, log=logger)
 
 
 def _class_set(classes, calm):
