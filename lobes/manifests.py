@@ -55,6 +55,23 @@ def check_valid_ratio(valid_ratio):
         raise PreparationError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
 
 
+def check_fold(fold, n_folds):
+    """Refuse a fold outside ``1 .. n_folds`` or fewer than two folds.
+
+    Example
+    -------
+    >>> try:
+    ...     check_fold(3, 2)
+    ... except PreparationError as error:
+    ...     print(error)
+    fold must be from 1 to n_folds (2), got 3
+    """
+    if n_folds < 2:
+        raise PreparationError(f"n_folds must be at least 2, got {n_folds}")
+    if not 1 <= fold <= n_folds:
+        raise PreparationError(f"fold must be from 1 to n_folds ({n_folds}), got {fold}")
+
+
 def check_data_folder(data_folder, expected):
     """Refuse a data folder that does not exist; ``expected`` says which folder to give.
 

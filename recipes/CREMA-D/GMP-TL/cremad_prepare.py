@@ -148,12 +148,7 @@ def _check_options(options):
         raise PreparationError(
             f"classes must be one of {sorted(CLASS_SETS)}, got {options['classes']!r}"
         )
-    if options["n_folds"] < 2:
-        raise PreparationError(f"n_folds must be at least 2, got {options['n_folds']}")
-    if not 1 <= options["fold"] <= options["n_folds"]:
-        raise PreparationError(
-            f"fold must be from 1 to n_folds ({options['n_folds']}), got {options['fold']}"
-        )
+    manifests.check_fold(options["fold"], options["n_folds"])
     manifests.check_valid_ratio(options["valid_ratio"])
     manifests.check_data_folder(
         options["data_folder"], "the CREMA-D folder (the one holding AudioWAV/)"

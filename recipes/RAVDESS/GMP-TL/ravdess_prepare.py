@@ -174,12 +174,7 @@ def _check_options(options):
             'calm="keep" makes calm a class of its own, which the 4-class set (neu hap ang '
             'sad) has not: use calm="neu" (calm counts as neutral) or calm="drop", or classes="8"'
         )
-    if options["n_folds"] < 2:
-        raise PreparationError(f"n_folds must be at least 2, got {options['n_folds']}")
-    if not 1 <= options["fold"] <= options["n_folds"]:
-        raise PreparationError(
-            f"fold must be from 1 to n_folds ({options['n_folds']}), got {options['fold']}"
-        )
+    manifests.check_fold(options["fold"], options["n_folds"])
     manifests.check_valid_ratio(options["valid_ratio"])
     manifests.check_data_folder(
         options["data_folder"], "the RAVDESS speech folder (the one holding Actor_01 ...)"
