@@ -21,6 +21,8 @@ from recipe_helpers import RECIPE_DIR
 
 from lobes.audio import AudioError, read_audio
 from lobes.data import dataio_prepare
+from lobes.frames import n_frames
+from lobes.gmp_labels import LabelMismatchError, expected_frame_counts, write_label_file
 from lobes.hparams_check import check_hparams_keys
 from lobes.hubert import HuBERTEncoder
 from lobes.manifests import check_wavs
@@ -209,3 +211,28 @@ def test_own_hparams_keys_only_warn(tmp_path, caplog):
     mine.write_text(shipped.read_text().replace("\nlr: ", "\nlrr: "))
     with pytest.raises(ValueError, match="'lrr' is not a known key \\(did you mean 'lr'\\?\\)"):
         check_hparams_keys(mine, [shipped])
+
+
+def test_label_files_that_do_not_match_the_manifest_stop_before_training(manifest, tmp_path):
+    """One utterance too few, or a frame count off by two, is an error naming the label file;
+    off by one frame is fitted to the audio."""
+    hparams = write_manifests(manifest, tmp_path / "fold")
+    counts = expected_frame_counts(manifest)
+    labels = {utt_id: np.arange(count) % 8 for utt_id, count in counts.items()}
+    first, second = list(manifest)[:2]
+    label_path = tmp_path / "gmp" / "train_L2_K8.km"
+    meta = {"layer": 2, "k": 8, "kmeans_model": "kmeans_L2_K8.npz"}
+    for broken, problem in [
+        ({utt_id: lab for utt_id, lab in labels.items() if utt_id != first}, "no labels for"),
+        ({**labels, first: labels[first][:-2]},
+         f"{first} (expected {counts[first]} frames, found {counts[first] - 2})"),
+    ]:
+        write_label_file(label_path, broken, meta)
+        with pytest.raises(LabelMismatchError) as error:
+            dataio_prepare(hparams, dict.fromkeys(SPLITS, [label_path]))
+        assert str(label_path) in str(error.value) and problem in str(error.value)
+        assert "re-run extract_gmp.py" in str(error.value)
+    write_label_file(label_path, {**labels, second: labels[second][:-1]}, meta)
+    datasets, _ = dataio_prepare(hparams, dict.fromkeys(SPLITS, [label_path]))
+    item = next(item for item in datasets["train"] if item["id"] == second)
+    assert len(item["gmp_0"]) == n_frames(len(item["sig"]))
