@@ -11,7 +11,8 @@ from pathlib import Path
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temporary file beside ``path`` and rename it onto ``path`` on success.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched.
+    If the block raises, the temporary file is removed and ``path`` is untouched. The file gets
+    the permissions of a file created with ``open`` (the process umask applies).
 
     Example
     -------
@@ -21,10 +22,14 @@ def atomic_write(path, mode="w", **open_kwargs):
     ...     _ = f.write("hello")
     >>> target.read_text()
     'hello'
+    >>> oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    True
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would have
+    os.chmod(tmp_name, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
@@ -35,6 +40,12 @@ def atomic_write(path, mode="w", **open_kwargs):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path, obj):

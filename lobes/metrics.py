@@ -2,11 +2,13 @@
 
 The one metrics function of the project (``emotion_metrics``) and the one writer of a run's
 test report (``EmotionReport``): ``predictions.csv``, the confusion matrix as text and PNG, and
-``metrics.json``.
+``metrics.json``. And the learning curves of a training run, read from its SpeechBrain train
+log (``read_train_log``, ``plot_learning_curves``).
 """
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,88 @@ def plot_confusion(confusion, classes, path, title=""):
     fig.tight_layout()
     path = Path(path)
     with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+def read_train_log(path):
+    """The per-epoch statistics of a SpeechBrain ``train_log.txt``.
+
+    A resumed run logs an epoch again: the last line of each epoch wins.
+
+    Returns
+    -------
+    dict
+        ``{epoch: {"train loss": x, "valid loss": x, "valid UA": x, ...}}``, epochs in order.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> log = pathlib.Path(tempfile.mkdtemp()) / "train_log.txt"
+    >>> _ = log.write_text(
+    ...     "epoch: 1, lr: 1.00e-03 - train loss: 6.95 - valid loss: 5.62, valid UA: 6.25e-01\\n"
+    ...     "epoch: 2, lr: 1.00e-03 - train loss: 5.37 - valid loss: 4.05, valid UA: 7.00e-01\\n"
+    ...     "Epoch loaded: 2 - test loss: 4.10, test UA: 6.50e-01\\n")
+    >>> read_train_log(log)[2]
+    {'train loss': 5.37, 'valid loss': 4.05, 'valid UA': 0.7}
+    """
+    epochs = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"epoch: (\d+),", line)
+        if match:
+            epochs[int(match.group(1))] = {
+                f"{stage} {name}": float(value)
+                for stage, name, value in re.findall(r"(train|valid) (\w+): ([-+.\deE]+)", line)
+            }
+    return dict(sorted(epochs.items()))
+
+
+def plot_learning_curves(runs, path, title=""):
+    """Save the learning curves of several training steps over folds as one PNG.
+
+    One row per step: train and valid loss on the left; on the right the valid UA, or for a
+    step without utterance labels (stage 1) its valid frame accuracy. One line per fold.
+
+    Arguments
+    ---------
+    runs : dict
+        ``{step name: {fold: read_train_log(...)}}``.
+    path : str or pathlib.Path
+        The PNG to write.
+    title : str
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 2.8 * len(runs) + 0.6), squeeze=False)
+    for (step, folds), (loss_axis, score_axis) in zip(runs.items(), axes, strict=True):
+        for index, (fold, epochs) in enumerate(folds.items()):
+            color = f"C{index % 10}"
+            numbers = list(epochs)
+            for key, style in (("train loss", ":"), ("valid loss", "-")):
+                values = [epochs[epoch].get(key, np.nan) for epoch in numbers]
+                loss_axis.plot(numbers, values, style, color=color,
+                               label=f"fold {fold}" if key == "valid loss" else None)
+            score = "valid UA" if any("valid UA" in e for e in epochs.values()) else (
+                "valid frame_acc")
+            score_axis.plot(numbers, [epochs[epoch].get(score, np.nan) for epoch in numbers],
+                            "-o", color=color, markersize=3, label=f"fold {fold}")
+            score_axis.set_ylabel(score)
+        loss_axis.set_ylabel(f"{step}: loss")
+        loss_axis.set_title("loss (solid: valid, dotted: train)", fontsize=9)
+        loss_axis.legend(fontsize=7)
+        score_axis.legend(fontsize=7)
+        for axis in (loss_axis, score_axis):
+            axis.set_xlabel("epoch")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(Path(path), "wb") as handle:
         fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 

@@ -108,6 +108,8 @@ def test_two_fold_results_files_match_the_runs(killed_and_resumed):
             assert summary["std"][key] == pytest.approx(abs(fold_values[0] - fold_values[1]) / 2)
         assert sum(map(sum, summary["confusion"])) == n_utterances
         assert (output / f"confusion_{system}.png").stat().st_size > 1000
+        assert (output / f"curves_{system}.png").stat().st_size > 1000
+        assert f"![{system} curves](curves_{system}.png)" in (output / "results.md").read_text()
     markdown = (output / "results.md").read_text()
     assert re.search(r"\| GMP-TL \(paper, reported\) \| 80\.0 \| 82\.0 \|.*reported", markdown)
     gmp_tl = results["systems"]["gmp_tl"]

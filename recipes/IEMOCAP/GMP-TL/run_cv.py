@@ -43,7 +43,7 @@ from ruamel.yaml import YAML
 
 from lobes.hparams_check import hparams_keys
 from lobes.io_utils import atomic_write, write_json_atomic
-from lobes.metrics import plot_confusion
+from lobes.metrics import plot_confusion, plot_learning_curves, read_train_log
 
 RECIPE_DIR = Path(__file__).resolve().parent
 RECIPES_ROOT = RECIPE_DIR.parents[1]
@@ -307,7 +307,21 @@ def results_markdown(results, folds):
             )
     lines += ["", "Confusion matrices summed over the folds:", ""]
     lines += [f"![{system}](confusion_{system}.png)" for system in results["systems"]]
+    lines += ["", "Learning curves of every training step (valid set; one line per fold):", ""]
+    lines += [f"![{system} curves](curves_{system}.png)" for system in results["systems"]]
     return "\n".join(lines) + "\n"
+
+
+def learning_curves(output_folder, folds, system, single_scale_k):
+    """``{step folder: {fold: read_train_log(...)}}`` of the system's training steps."""
+    runs = {}
+    for step in system_steps(system, single_scale_k):
+        logs = {fold: Path(output_folder) / f"fold{fold}" / step.folder / "train_log.txt"
+                for fold in folds}
+        folds_run = {fold: read_train_log(log) for fold, log in logs.items() if log.exists()}
+        if any(folds_run.values()):
+            runs[step.folder] = folds_run
+    return runs
 
 
 def write_results(output_folder, folds, systems, single_scale_k, corpus="iemocap"):
@@ -321,6 +335,8 @@ def write_results(output_folder, folds, systems, single_scale_k, corpus="iemocap
         plot_confusion(summary["confusion"], summary["classes"],
                        output_folder / f"confusion_{system}.png",
                        title=f"{system}: folds {', '.join(summary['folds'])}")
+        plot_learning_curves(learning_curves(output_folder, folds, system, single_scale_k),
+                             output_folder / f"curves_{system}.png", title=system)
     return markdown
 
 
