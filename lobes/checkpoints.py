@@ -30,7 +30,7 @@ from speechbrain.utils.checkpoints import (
     mark_as_saver,
     register_checkpoint_hooks,
 )
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 from lobes.io_utils import write_json_atomic
 
@@ -60,7 +60,8 @@ class AtomicCheckpointer(Checkpointer):
         if if_main_process():
             self._remove_unfinished()
         checkpoint = super().save_checkpoint(meta, end_of_epoch, name, verbosity)
-        if checkpoint is not None:  # main process: every parameter file is written
+        ddp_barrier()  # under DDP every rank runs the savers: wait until all have written
+        if checkpoint is not None:  # main process
             for path in checkpoint.paramfiles.values():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
