@@ -22,6 +22,7 @@ from tqdm import tqdm
 from lobes.audio import AudioError, audio_info, read_audio
 from lobes.frames import RECEPTIVE_FIELD, SAMPLE_RATE, TooShortError
 from lobes.inference import EmotionRecognizer, frame_times, quiet_library_logs
+from lobes.io_utils import save_figure
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -104,9 +105,7 @@ def plot_emotion_track(waveform, prediction, classes, path, title=""):
     track_axis.set_ylabel("frame probability")
     track_axis.legend(loc="upper right", ncol=len(classes), fontsize="small")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _duration(path):

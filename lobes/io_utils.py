@@ -62,3 +62,25 @@ def write_json_atomic(path, obj):
     with atomic_write(path) as handle:
         json.dump(obj, handle, indent=2)
         handle.write("\n")
+
+
+def save_figure(fig, path):
+    """Save a matplotlib figure atomically (format from the suffix, PNG without one); close it.
+
+    Example
+    -------
+    >>> import tempfile, pathlib, matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "plot.png"
+    >>> save_figure(fig, target)
+    >>> target.read_bytes()[:4] == b"\\x89PNG"
+    True
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format=path.suffix[1:] or "png", dpi=100)
+    plt.close(fig)

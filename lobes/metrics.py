@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lobes.io_utils import atomic_write, write_json_atomic
+from lobes.io_utils import atomic_write, save_figure, write_json_atomic
 
 
 def emotion_metrics(true_ids, predicted_ids, n_classes):
@@ -92,10 +92,7 @@ def plot_confusion(confusion, classes, path, title=""):
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def read_train_log(path):
@@ -175,9 +172,7 @@ def plot_learning_curves(runs, path, title=""):
             axis.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_write(Path(path), "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 class EmotionReport:
