@@ -1,6 +1,8 @@
-"""Helpers shared by the tests: importing recipe scripts, running the CV runner."""
+"""Helpers shared by the tests: importing recipe scripts, running the CV runner, small folds."""
 
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +39,35 @@ def run_cv(output_folder, data_folder, hubert_source, *extra, overrides_text=CV_
         "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(test_overrides), *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, check=check)
+
+
+def demo_manifest(demo_corpus_dir, folder, per_class=3, emotions=("neu", "hap", "ang", "sad")):
+    """A manifest of ``per_class`` Session 1 demo wavs per emotion, copied into
+    ``folder/wav`` so that a test may damage them."""
+    truth = json.loads((Path(demo_corpus_dir) / "demo_truth.json").read_text())
+    chosen, counts = {}, {}
+    for wav in sorted(Path(demo_corpus_dir).glob("Session1/sentences/wav/*/*.wav")):
+        entry = truth[wav.stem]
+        if entry["emo"] not in emotions or counts.get(entry["emo"], 0) == per_class:
+            continue
+        counts[entry["emo"]] = counts.get(entry["emo"], 0) + 1
+        copy = Path(folder) / "wav" / wav.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, copy)
+        chosen[wav.stem] = {"wav": str(copy), "duration": entry["duration"], "emo": entry["emo"],
+                            "gender": entry["gender"], "spk": entry["spk"],
+                            "session": entry["session"]}
+    assert len(chosen) == per_class * len(emotions)
+    return chosen
+
+
+def write_fold_manifests(manifest, folder):
+    """The same manifest as train, valid and test; returns the ``dataio_prepare`` hparams."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hparams = {"save_folder": str(folder / "save")}
+    for split in ("train", "valid", "test"):
+        path = folder / f"{split}.json"
+        path.write_text(json.dumps(manifest))
+        hparams[f"{split}_annotation"] = str(path)
+    return hparams

@@ -8,7 +8,6 @@ go through the preparation checks, ``dataio_prepare`` and a real stage run.
 import json
 import logging
 import math
-import shutil
 import subprocess
 import sys
 import warnings
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from recipe_helpers import RECIPE_DIR
+from recipe_helpers import RECIPE_DIR, demo_manifest, write_fold_manifests
 
 from lobes.audio import AudioError, read_audio
 from lobes.data import dataio_prepare
@@ -29,38 +28,12 @@ from lobes.manifests import check_wavs
 from lobes.pooling import MaskedPooling
 
 SPLITS = ("train", "valid", "test")
-EMOTIONS = ("neu", "hap", "ang", "sad")
 
 
 @pytest.fixture()
 def manifest(demo_corpus_dir, tmp_path):
     """A manifest of 12 demo wavs (copied, so that tests may damage them), 3 per emotion."""
-    truth = json.loads((demo_corpus_dir / "demo_truth.json").read_text())
-    chosen, per_class = {}, {}
-    for wav in sorted(demo_corpus_dir.glob("Session1/sentences/wav/*/*.wav")):
-        entry = truth[wav.stem]
-        if entry["emo"] not in EMOTIONS or per_class.get(entry["emo"], 0) == 3:
-            continue
-        per_class[entry["emo"]] = per_class.get(entry["emo"], 0) + 1
-        copy = tmp_path / "wav" / wav.name
-        copy.parent.mkdir(exist_ok=True)
-        shutil.copy(wav, copy)
-        chosen[wav.stem] = {"wav": str(copy), "duration": entry["duration"], "emo": entry["emo"],
-                            "gender": entry["gender"], "spk": entry["spk"],
-                            "session": entry["session"]}
-    assert len(chosen) == 12
-    return chosen
-
-
-def write_manifests(manifest, folder):
-    """The same manifest as train, valid and test; returns the ``dataio_prepare`` hparams."""
-    folder.mkdir(parents=True, exist_ok=True)
-    hparams = {"save_folder": str(folder / "save")}
-    for split in SPLITS:
-        path = folder / f"{split}.json"
-        path.write_text(json.dumps(manifest))
-        hparams[f"{split}_annotation"] = str(path)
-    return hparams
+    return demo_manifest(demo_corpus_dir, tmp_path)
 
 
 def damage(manifest):
@@ -76,7 +49,7 @@ def damage(manifest):
 def test_nan_and_replaced_wavs_stop_a_stage_at_start(manifest, tmp_path):
     nan_id, cut_id = damage(manifest)
     with pytest.raises(AudioError) as error:
-        dataio_prepare(write_manifests(manifest, tmp_path / "fold"))
+        dataio_prepare(write_fold_manifests(manifest, tmp_path / "fold"))
     message = str(error.value)
     assert "2 of 12 train utterances" in message and "bad_audio: skip" in message
     assert f"{nan_id}.wav holds NaN or infinite samples" in message
@@ -85,7 +58,7 @@ def test_nan_and_replaced_wavs_stop_a_stage_at_start(manifest, tmp_path):
 
 def test_nan_and_replaced_wavs_are_skipped_with_a_count(manifest, tmp_path, caplog):
     nan_id, cut_id = damage(manifest)
-    hparams = write_manifests(manifest, tmp_path / "fold")
+    hparams = write_fold_manifests(manifest, tmp_path / "fold")
     datasets, _ = dataio_prepare({**hparams, "bad_audio": "skip"})
     for dataset in datasets.values():
         signals = {item["id"]: item["sig"] for item in dataset}  # loads every file: no error
@@ -112,7 +85,7 @@ def test_clip_shorter_than_one_frame_is_dropped_before_training(manifest, tmp_pa
     soundfile.write(manifest[short_id]["wav"], np.zeros(300, np.float32), 16000)
     manifest[short_id]["duration"] = 300 / 16000  # as the preparation records it
     with caplog.at_level(logging.WARNING):
-        datasets, _ = dataio_prepare(write_manifests(manifest, tmp_path / "fold"))
+        datasets, _ = dataio_prepare(write_fold_manifests(manifest, tmp_path / "fold"))
     for split, dataset in datasets.items():
         assert short_id not in [item["id"] for item in dataset]
         assert f"{split}: dropped 1 utterance(s) shorter than one HuBERT frame" in caplog.text
@@ -132,7 +105,7 @@ def test_other_rates_and_stereo_are_converted_in_the_datasets(manifest, tmp_path
         soundfile.write(entry["wav"], samples, rate, subtype="FLOAT")
         entry["duration"] = len(resampled) / rate
         converted[utt_id] = math.ceil(len(resampled) * 16000 / rate)  # torchaudio's length
-    datasets, _ = dataio_prepare(write_manifests(manifest, tmp_path / "fold"))
+    datasets, _ = dataio_prepare(write_fold_manifests(manifest, tmp_path / "fold"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         signals = {item["id"]: item["sig"] for item in datasets["train"]}
@@ -164,7 +137,7 @@ def test_stage_run_with_bad_audio_skip_trains_without_the_bad_files(manifest, tm
     start with a count and the run completes; with the default it stops before training."""
     nan_id, cut_id = damage(manifest)
     root = tmp_path / "fold1"
-    write_manifests(manifest, root / "prepare")
+    write_fold_manifests(manifest, root / "prepare")
     command = [
         sys.executable, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "baseline.yaml"),
         f"--data_folder={tmp_path}", f"--hubert_source={demo_hubert_dir}", "--encoder_dim=64",
@@ -216,7 +189,7 @@ def test_own_hparams_keys_only_warn(tmp_path, caplog):
 def test_label_files_that_do_not_match_the_manifest_stop_before_training(manifest, tmp_path):
     """One utterance too few, or a frame count off by two, is an error naming the label file;
     off by one frame is fitted to the audio."""
-    hparams = write_manifests(manifest, tmp_path / "fold")
+    hparams = write_fold_manifests(manifest, tmp_path / "fold")
     counts = expected_frame_counts(manifest)
     labels = {utt_id: np.arange(count) % 8 for utt_id, count in counts.items()}
     first, second = list(manifest)[:2]

@@ -1,16 +1,14 @@
 """Bad input met at training time (gone or broken wavs refused at start, or skipped), CPU
 determinism, and checkpoints that cannot run code when loaded."""
 
-import json
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPE_DIR, recipe_module
+from recipe_helpers import RECIPE_DIR, demo_manifest, recipe_module, write_fold_manifests
 
 from lobes.audio import AudioError
 from lobes.brain import load_encoder_weights
@@ -23,26 +21,11 @@ STAGE0_AND_GMP = (("train_mtl.py", "stage0_mtl.yaml"), ("extract_gmp.py", "gmp.y
 @pytest.fixture()
 def fold_with_bad_wavs(demo_corpus_dir, tmp_path):
     """Manifests of the demo corpus where one wav is gone and one is garbage since preparation."""
-    wavs = sorted(demo_corpus_dir.glob("Session1/sentences/wav/*/*.wav"))[:12]
-    truth = json.loads((demo_corpus_dir / "demo_truth.json").read_text())
-    manifest = {}
-    for wav in wavs:
-        copy = tmp_path / "wav" / wav.name
-        copy.parent.mkdir(exist_ok=True)
-        shutil.copy(wav, copy)
-        entry = truth[wav.stem]
-        manifest[wav.stem] = {"wav": str(copy), "duration": entry["duration"],
-                              "emo": entry["emo"] or "neu", "gender": entry["gender"],
-                              "spk": entry["spk"], "session": entry["session"]}
+    manifest = demo_manifest(demo_corpus_dir, tmp_path)
     gone, broken = list(manifest)[:2]
-    (tmp_path / "wav" / f"{gone}.wav").unlink()
-    (tmp_path / "wav" / f"{broken}.wav").write_bytes(b"not a wav at all")
-    hparams = {"save_folder": str(tmp_path / "save")}
-    for split in ("train", "valid", "test"):
-        path = tmp_path / f"{split}.json"
-        path.write_text(json.dumps(manifest))
-        hparams[f"{split}_annotation"] = str(path)
-    return hparams, gone, broken
+    Path(manifest[gone]["wav"]).unlink()
+    Path(manifest[broken]["wav"]).write_bytes(b"not a wav at all")
+    return write_fold_manifests(manifest, tmp_path), gone, broken
 
 
 def test_bad_wavs_stop_training_at_start_naming_every_file(fold_with_bad_wavs):
