@@ -1,27 +1,35 @@
-"""What every corpus preparation shares: wav checks, folds, validation draw, manifest writing.
+"""What every corpus preparation shares: its skeleton and the steps it is built from.
 
-A corpus preparation (``recipes/<CORPUS>/GMP-TL/<corpus>_prepare.py``) reads its own layout and
-label files into ``{utt_id: {"wav", "emo", "gender", "spk", "session"}}``, then goes through
-this module, which keeps one way to do each step:
+A corpus preparation (``recipes/<CORPUS>/GMP-TL/<corpus>_prepare.py``) supplies only what
+differs per corpus, as a ``Corpus``: how its layout and label files become utterance entries
+``{utt_id: {"wav", "emo", "gender", "spk", "session"}}``, its class sets, its fold rule, its
+option checks and its names. ``prepare_corpus`` runs every preparation the same way (options
+from the function's signature, checks, wav check, fold, manifests written once) and
+``command_line`` gives every preparation script the same command line. The steps, one way each:
 
 - ``check_wavs`` reads every wav header through the project's one audio loader
   (``lobes.audio``), records ``duration``, counts the files the loader will convert, and raises
   ONE ``AudioError`` listing every missing or unreadable file;
 - ``speaker_folds`` puts speakers into speaker-independent, gender-balanced folds;
 - ``split_fold`` / ``draw_validation`` hold out a test group and draw a seeded,
-  speaker-stratified validation share from the rest;
-- ``write_manifests`` writes the manifest contract of DESIGN.md section 4 (``train.json``,
-  ``valid.json``, ``test.json``), ``classes.json`` (the ordered class list of the corpus as
-  configured) and, last, ``prepare_options.json``, each atomically;
+  speaker-stratified validation share from the rest (``hold_out`` is that fold rule);
+- ``write_manifests`` writes the manifest contract (docs/design.md, Data contract:
+  ``train.json``, ``valid.json``, ``test.json``), ``classes.json`` (the ordered class list of
+  the corpus as configured) and, last, ``prepare_options.json``, each atomically;
 - ``prepared_counts`` tells whether an identical earlier run can be reused;
-- ``run_from_command_line`` is the end of every preparation script's ``main``.
+- ``run_from_command_line`` runs a preparation with parsed options, the end of
+  ``command_line``.
 """
 
+import argparse
+import inspect
 import json
 import logging
 import math
 import random
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lobes.audio import AudioError, audio_info, needs_conversion
@@ -53,6 +61,22 @@ def check_valid_ratio(valid_ratio):
     """
     if not 0.0 <= valid_ratio < 1.0:
         raise PreparationError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+
+
+def check_choice(name, value, choices):
+    """Refuse an option value that is not one of ``choices`` (shown as given, list or tuple).
+
+    Example
+    -------
+    >>> check_choice("classes", "6", ["4", "6"])
+    >>> try:
+    ...     check_choice("calm", "happy", ("neu", "drop", "keep"))
+    ... except PreparationError as error:
+    ...     print(error)
+    calm must be one of ('neu', 'drop', 'keep'), got 'happy'
+    """
+    if value not in choices:
+        raise PreparationError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def check_fold(fold, n_folds):
@@ -184,6 +208,195 @@ def prepare_once(description, save_folder, options, build, log=logger,
     counts = write_manifests(save_folder, splits, classes, options)
     log.info("%s prepared in %s: %s", description, save_folder, counts)
     return {**counts, **facts, "skipped": False}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What one corpus preparation supplies to the skeleton, ``prepare_corpus``.
+
+    Attributes
+    ----------
+    name : str
+        The corpus, as the wav error names it ("Restore these files from the <name> release").
+    folder : str
+        What the data folder is, named when it is not found, e.g. ``"the CREMA-D folder (the one
+        holding AudioWAV/)"``.
+    describe : str
+        The prepared fold in the log, formatted with the options, e.g. ``"CREMA-D fold {fold} of
+        {n_folds}"``.
+    check : callable
+        ``check(options)`` raises ``PreparationError`` for an option of this corpus that cannot
+        be used; ``valid_ratio`` and the data folder are checked after it, for every corpus.
+    classes : callable
+        ``classes(options)``: the ordered class list for these options (``classes.json``).
+    read : callable
+        ``read(data_folder, options, classes) -> (utterances, facts)``: how the corpus layout
+        and label files become the utterances of these classes, ``{utt_id: {"wav", "emo",
+        "gender", "spk", "session"}}`` (further fields are allowed, for the fold rule; they are
+        not written), and a dict of facts to return, with the keys in ``facts``.
+        ``data_folder`` is a resolved ``pathlib.Path``.
+    split : callable
+        The fold rule, ``split(utterances, options) -> {"train": ..., "valid": ..., "test": ...}``,
+        e.g. ``hold_out("fold")``; the utterances have their ``duration`` by then.
+    restore_hint : str
+        How to restore a bad wav, in the wav error.
+    facts : tuple of str
+        The keys of the facts ``read`` returns (returned as None when the fold was skipped).
+    unrecorded : tuple of str
+        Parameters that are checked but not recorded in ``prepare_options.json`` (MSP-Podcast's
+        ``fold``, always 1).
+    """
+
+    name: str
+    folder: str
+    describe: str
+    check: Callable
+    classes: Callable
+    read: Callable
+    split: Callable
+    restore_hint: str = "re-extract the archive"
+    facts: tuple = ()
+    unrecorded: tuple = ()
+
+
+def prepare_corpus(corpus, prepare, arguments):
+    """Prepare one fold of a corpus: the skeleton that every ``prepare_<corpus>`` runs.
+
+    The signature of ``prepare`` is the option list: every parameter but ``save_folder`` and
+    ``skip_prep`` is an option, recorded in signature order and typed by its default (``int``,
+    ``float`` or ``str``, as ``run_cv.py`` types ``--prepare_option`` values). A parameter
+    without default (the fold or test session) is an ``int``; ``data_folder`` is recorded
+    resolved, as a string. Then:
+
+    1. with ``skip_prep``, nothing is done and None returned;
+    2. the options are checked: ``corpus.check``, then ``valid_ratio`` and the data folder;
+    3. unless an identical earlier run left its manifests (``prepare_once``): ``corpus.read``,
+       ``check_wavs`` on what it read, the fold rule ``corpus.split`` and ``write_manifests``
+       with the class list ``corpus.classes``.
+
+    Log lines (the wav conversion count, the outcome) go to the logger of ``prepare``'s module.
+
+    The parameters every preparation has mean the same for every corpus: ``save_folder``, where
+    ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` and ``prepare_options.json``
+    go; ``valid_ratio``, the share of each training speaker's utterances drawn for
+    ``valid.json`` (``round(valid_ratio * n)`` of a speaker's ``n``, see ``draw_validation``);
+    ``seed``, the seed of that draw (the same seed gives the same split); ``skip_prep``, True
+    to do nothing and return None.
+
+    Arguments
+    ---------
+    corpus : Corpus
+        What differs per corpus.
+    prepare : callable
+        The public preparation function, e.g. ``prepare_cremad``.
+    arguments : dict
+        The arguments of this call of ``prepare`` by parameter name (its ``locals()``).
+
+    Returns
+    -------
+    dict or None
+        ``{"train": n, "valid": n, "test": n, "n_converted": n, **facts, "skipped": bool}``:
+        utterances per split, how many wavs are not 16 kHz mono (``lobes.audio.read_audio``
+        converts them on load) and the corpus' facts (these None when the work was skipped),
+        and whether the manifests of an identical earlier run were reused. None with
+        ``skip_prep``.
+
+    Raises
+    ------
+    PreparationError
+        For an option that cannot be used or a data folder that is not there, and from
+        ``corpus.read`` for what it finds wrong in the corpus.
+    lobes.audio.AudioError
+        Listing every wav that is missing or unreadable, all at once (``check_wavs``).
+
+    Example
+    -------
+    >>> import tempfile, numpy, soundfile
+    >>> corpus_folder = Path(tempfile.mkdtemp())
+    >>> for name in ("ann_1", "ann_2", "bob_1"):
+    ...     soundfile.write(corpus_folder / f"{name}.wav", numpy.zeros(1600), 16000)
+    >>> def read(data_folder, options, classes):
+    ...     return {path.stem: {"wav": str(path), "emo": "neu", "gender": "F",
+    ...                         "spk": path.stem[:3], "session": 1 + path.stem.startswith("b")}
+    ...             for path in sorted(data_folder.glob("*.wav"))}, {}
+    >>> toy = Corpus(name="toy", folder="the toy folder", describe="toy fold {fold}",
+    ...              check=lambda options: check_fold(options["fold"], 2),
+    ...              classes=lambda options: ("neu",), read=read, split=hold_out("fold"))
+    >>> def prepare_toy(data_folder, save_folder, fold, valid_ratio=0.0, seed=1,
+    ...                 skip_prep=False):
+    ...     return prepare_corpus(toy, prepare_toy, locals())
+    >>> prepare_toy(corpus_folder, corpus_folder / "fold2", "2")
+    {'train': 2, 'valid': 0, 'test': 1, 'n_converted': 0, 'skipped': False}
+    >>> json.loads((corpus_folder / "fold2" / "prepare_options.json").read_text())["fold"]
+    2
+    """
+    if arguments["skip_prep"]:
+        return None
+    options = _typed_options(prepare, arguments)
+    corpus.check(options)
+    check_valid_ratio(options["valid_ratio"])
+    check_data_folder(options["data_folder"], corpus.folder)
+    log = logging.getLogger(prepare.__module__)
+
+    def build():
+        classes = tuple(corpus.classes(options))
+        utterances, facts = corpus.read(Path(options["data_folder"]), options, classes)
+        n_converted = check_wavs(utterances, corpus.name, corpus.restore_hint, log=log)
+        splits = corpus.split(utterances, options)
+        return splits, classes, {"n_converted": n_converted, **facts}
+
+    record = {name: value for name, value in options.items() if name not in corpus.unrecorded}
+    return prepare_once(corpus.describe.format(**options), arguments["save_folder"], record,
+                        build, log=log, fact_keys=("n_converted", *corpus.facts))
+
+
+def _typed_options(prepare, arguments):
+    """The options of one call of ``prepare``, typed and ordered by its signature."""
+    options = {}
+    for name, parameter in inspect.signature(prepare).parameters.items():
+        if name in ("save_folder", "skip_prep"):
+            continue
+        value = arguments[name]
+        if name == "data_folder":
+            options[name] = str(Path(value).resolve())
+        elif parameter.default is parameter.empty:  # the fold or test session
+            options[name] = int(value)
+        else:
+            options[name] = type(parameter.default)(value)
+    return options
+
+
+def hold_out(fold_option):
+    """The fold rule of corpora whose utterances carry their speaker group in ``session``.
+
+    The group named by the option ``fold_option`` is the test set; ``valid`` is a seeded,
+    speaker-stratified share of the other groups (``split_fold`` with the options'
+    ``valid_ratio`` and ``seed``).
+
+    Arguments
+    ---------
+    fold_option : str
+        The option holding the test group: ``"test_session"`` (IEMOCAP), ``"fold"``.
+
+    Returns
+    -------
+    callable
+        ``split(utterances, options) -> {"train": ..., "valid": ..., "test": ...}``.
+
+    Example
+    -------
+    >>> utterances = {f"{spk}{i}": {"spk": spk, "session": 1 if spk == "a" else 2}
+    ...               for spk in "abc" for i in range(10)}
+    >>> splits = hold_out("fold")(utterances, {"fold": 1, "valid_ratio": 0.2, "seed": 3})
+    >>> sorted(splits["test"]) == [f"a{i}" for i in range(10)], len(splits["valid"])
+    (True, 4)
+    """
+
+    def split(utterances, options):
+        return split_fold(utterances, options[fold_option], options["valid_ratio"],
+                          options["seed"])
+
+    return split
 
 
 def speaker_fold_utterances(clips, fold, n_folds, class_set, data_folder):
@@ -405,10 +618,10 @@ def split_fold(utterances, test_session, valid_ratio, seed):
 def write_manifests(save_folder, splits, classes, options):
     """Write the three manifests, ``classes.json`` and, last, ``prepare_options.json``.
 
-    Each entry is reduced to the fields of the contract (DESIGN.md section 4) and checked
-    against it. The old options record is removed first and written again only after every
-    other file is in place, so an interrupted run never looks finished to ``prepared_counts``.
-    Every file is written atomically (temporary name, then rename).
+    Each entry is reduced to the fields of the manifest contract (docs/design.md, Data
+    contract) and checked against it. The old options record is removed first and written again
+    only after every other file is in place, so an interrupted run never looks finished to
+    ``prepared_counts``. Every file is written atomically (temporary name, then rename).
 
     Arguments
     ---------
@@ -497,3 +710,57 @@ def run_from_command_line(prepare, arguments):
     except (PreparationError, AudioError) as error:
         sys.exit(f"error: {error}")
     print(json.dumps(summary))
+
+
+# What every preparation's command line says about these parameters, unless it says otherwise.
+COMMAND_LINE_DEFAULTS = {
+    "data_folder": {"required": True, "type": Path},
+    "save_folder": {"required": True, "type": Path, "help": "where the manifests are written"},
+    "fold": {"type": int, "default": 1, "help": "test fold, 1 ... n_folds"},
+}
+FOLD_PARAMETERS = ("fold", "test_session")
+
+
+def command_line(prepare, doc, argv=None, **arguments):
+    """The ``main`` of every preparation script: its command line, built from its signature.
+
+    One ``--<name>`` per parameter of ``prepare`` but ``skip_prep``: ``--data_folder`` and
+    ``--save_folder`` (required paths), the fold (``--fold``, default 1, or ``--test_session``),
+    then the others in signature order, each typed and defaulted by its default in the
+    signature; a parameter without default is a required int. The parsed options go to
+    ``run_from_command_line``.
+
+    Arguments
+    ---------
+    prepare : callable
+        The corpus preparation, e.g. ``prepare_cremad``.
+    doc : str
+        The script's docstring; its first paragraph describes the command.
+    argv : list of str, optional
+        The command-line arguments (default: ``sys.argv[1:]``).
+    **arguments : dict
+        More ``argparse`` settings per parameter, e.g. ``classes={"choices": ["4", "6"],
+        "help": "..."}``.
+
+    Example
+    -------
+    >>> def prepare_toy(data_folder, save_folder, fold, n_folds=5, skip_prep=False):
+    ...     return {"fold": fold, "n_folds": n_folds}
+    >>> command_line(prepare_toy, "Prepare a toy fold.", ["--data_folder", "corpus",
+    ...              "--save_folder", "out", "--n_folds", "3"], n_folds={"choices": [3, 5]})
+    {"fold": 1, "n_folds": 3}
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parameters = inspect.signature(prepare).parameters
+    first = ["data_folder", "save_folder", *(name for name in parameters
+                                             if name in FOLD_PARAMETERS)]
+    for name in first + [name for name in parameters if name not in first + ["skip_prep"]]:
+        default = parameters[name].default
+        if name in COMMAND_LINE_DEFAULTS:
+            settings = dict(COMMAND_LINE_DEFAULTS[name])
+        elif default is parameters[name].empty:
+            settings = {"required": True, "type": int}
+        else:
+            settings = {"type": type(default), "default": default}
+        parser.add_argument(f"--{name}", **{**settings, **arguments.get(name, {})})
+    run_from_command_line(prepare, vars(parser.parse_args(argv)))

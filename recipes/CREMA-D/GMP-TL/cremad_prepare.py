@@ -16,13 +16,17 @@ by gender and size. Fold K's actors are the test set; ``valid.json`` is a seeded
 speaker-stratified share of the other actors' utterances. ``session`` holds the actor's fold.
 ``1076_MTI_SAD_XX`` (silent in the release) is left out, with a log line.
 
+The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
+is ``lobes.manifests.prepare_corpus``; this file supplies what is CREMA-D's own (``CORPUS``):
+how the wav names and the demographics file become utterance entries, the class sets and the
+fold rule.
+
 Usage::
 
     python recipes/CREMA-D/GMP-TL/cremad_prepare.py --data_folder PATH/CREMA-D \\
         --save_folder OUT [--fold 1] [--n_folds 5] [--classes 4|6] [--valid_ratio 0.1]
 """
 
-import argparse
 import csv
 import logging
 import re
@@ -52,50 +56,35 @@ FILE_NAME = re.compile(
 )
 
 
-def prepare_cremad(
-    data_folder,
-    save_folder,
-    fold,
-    n_folds=5,
-    valid_ratio=0.1,
-    seed=1986,
-    classes="4",
-    skip_prep=False,
-):
+def prepare_cremad(data_folder, save_folder, fold, n_folds=5, valid_ratio=0.1, seed=1986,
+                   classes="4", skip_prep=False):
     """Write the train/valid/test manifests of one speaker-independent CREMA-D fold.
 
     Arguments
     ---------
     data_folder : str or pathlib.Path
         The CREMA-D folder, holding ``AudioWAV/`` and ``VideoDemographics.csv``.
-    save_folder : str or pathlib.Path
-        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` and
-        ``prepare_options.json`` go.
     fold : int
         The fold (1 ... ``n_folds``) whose actors form the test set.
     n_folds : int
         Number of actor groups (2 ... number of actors).
-    valid_ratio : float
-        Share of each training actor's utterances moved to ``valid.json``, drawn with ``seed``.
-    seed : int
-        Seed of the validation draw.
     classes : str
         ``"4"`` (``neu hap ang sad``, the IEMOCAP set) or ``"6"`` (adds ``fea dis``).
-    skip_prep : bool
-        If True, do nothing and return None.
+    save_folder, valid_ratio, seed, skip_prep
+        As for every corpus (``lobes.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
-        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}`` as for
-        ``prepare_iemocap`` (``n_converted``: wavs not 16 kHz mono, None when skipped).
+        The clips per split, ``n_converted`` and ``skipped``, as
+        ``lobes.manifests.prepare_corpus`` returns them.
 
     Raises
     ------
     lobes.manifests.PreparationError
         For a bad option, a missing folder or file, a malformed file name or demographics row.
     lobes.audio.AudioError
-        Listing every wav that is missing or unreadable, all at once.
+        Listing every clip that cannot be used, all at once (a zip download holds LFS pointers).
 
     Example
     -------
@@ -112,47 +101,19 @@ def prepare_cremad(
     >>> json.loads((corpus.parent / "fold1" / "test.json").read_text())["1002_IEO_SAD_LO"]["spk"]
     '1002'
     """
-    if skip_prep:
-        return None
-    data_folder = Path(data_folder).resolve()
-    save_folder = Path(save_folder)
-    options = {
-        "data_folder": str(data_folder),
-        "fold": int(fold),
-        "n_folds": int(n_folds),
-        "valid_ratio": float(valid_ratio),
-        "seed": int(seed),
-        "classes": str(classes),
-    }
-    _check_options(options)
-
-    def build():
-        class_set = CLASS_SETS[options["classes"]]
-        utterances = manifests.speaker_fold_utterances(
-            _read_clips(data_folder), options["fold"], options["n_folds"], class_set, data_folder
-        )
-        n_converted = manifests.check_wavs(
-            utterances, "CREMA-D",
-            restore_hint="clone it with git-lfs: a zip download holds LFS pointers, not audio",
-            log=logger,
-        )
-        splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
-        return splits, class_set, {"n_converted": n_converted}
-
-    return manifests.prepare_once(f"CREMA-D fold {fold} of {n_folds}", save_folder, options,
-                                  build, log=logger)
+    return manifests.prepare_corpus(CORPUS, prepare_cremad, locals())
 
 
 def _check_options(options):
-    if options["classes"] not in CLASS_SETS:
-        raise PreparationError(
-            f"classes must be one of {sorted(CLASS_SETS)}, got {options['classes']!r}"
-        )
+    manifests.check_choice("classes", options["classes"], sorted(CLASS_SETS))
     manifests.check_fold(options["fold"], options["n_folds"])
-    manifests.check_valid_ratio(options["valid_ratio"])
-    manifests.check_data_folder(
-        options["data_folder"], "the CREMA-D folder (the one holding AudioWAV/)"
-    )
+
+
+def _read_utterances(data_folder, options, classes):
+    """The clips of ``classes``, each with its actor's fold as ``session``."""
+    clips = _read_clips(data_folder)
+    return manifests.speaker_fold_utterances(clips, options["fold"], options["n_folds"], classes,
+                                             data_folder), {}
 
 
 def _read_genders(data_folder):
@@ -227,20 +188,22 @@ def _read_clips(data_folder):
     return clips
 
 
+CORPUS = manifests.Corpus(
+    name="CREMA-D", describe="CREMA-D fold {fold} of {n_folds}",
+    folder="the CREMA-D folder (the one holding AudioWAV/)",
+    restore_hint="clone it with git-lfs: a zip download holds LFS pointers, not audio",
+    check=_check_options, classes=lambda options: CLASS_SETS[options["classes"]],
+    read=_read_utterances, split=manifests.hold_out("fold"),
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_folder", required=True, type=Path,
-                        help="the CREMA-D folder (holding AudioWAV/ and VideoDemographics.csv)")
-    parser.add_argument("--save_folder", required=True, type=Path,
-                        help="where the manifests are written")
-    parser.add_argument("--fold", type=int, default=1, help="test fold, 1 ... n_folds")
-    parser.add_argument("--n_folds", type=int, default=5)
-    parser.add_argument("--valid_ratio", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=1986)
-    parser.add_argument("--classes", choices=sorted(CLASS_SETS), default="4",
-                        help="4: neu hap ang sad (as IEMOCAP); 6: adds fea dis")
-    args = parser.parse_args(argv)
-    manifests.run_from_command_line(prepare_cremad, vars(args))
+    manifests.command_line(
+        prepare_cremad, __doc__, argv,
+        data_folder={"help": "the CREMA-D folder (holding AudioWAV/ and VideoDemographics.csv)"},
+        classes={"choices": sorted(CLASS_SETS),
+                 "help": "4: neu hap ang sad (as IEMOCAP); 6: adds fea dis"},
+    )
 
 
 if __name__ == "__main__":

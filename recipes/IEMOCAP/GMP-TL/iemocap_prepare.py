@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prepare one leave-one-session-out IEMOCAP fold: ``train.json``, ``valid.json``, ``test.json``.
 
-The manifests follow the data contract of DESIGN.md section 4, keyed by utterance id::
+The manifests follow the manifest contract (docs/design.md, Data contract), keyed by utterance
+id::
 
     {"wav": "/abs/.../Ses01F_impro01_F000.wav", "duration": 1.94, "emo": "neu",
      "gender": "F", "spk": "Ses01_F", "session": 1}
@@ -9,9 +10,11 @@ The manifests follow the data contract of DESIGN.md section 4, keyed by utteranc
 Only the 4-class labels are kept (``neu``, ``hap`` with ``exc`` merged in, ``ang``, ``sad``).
 The test session goes to ``test.json`` only; ``valid.json`` is a seeded, speaker-stratified share
 of the training sessions. Every wav is checked through the project's one audio loader
-(``lobes.audio``) before anything is written. The steps every corpus shares (wav check,
-validation draw, manifest, ``classes.json`` and options writing, re-run skip) live in
-``lobes.manifests``; this file only reads the IEMOCAP layout.
+(``lobes.audio``) before anything is written. The skeleton every corpus shares (options, wav
+check, validation draw, manifest, ``classes.json`` and options writing, re-run skip, command
+line) is ``lobes.manifests.prepare_corpus``; this file supplies what is IEMOCAP's own
+(``CORPUS``): how the layout and the EmoEvaluation files become utterance entries, the class
+set and the fold rule (the test session is held out).
 
 Usage::
 
@@ -19,7 +22,6 @@ Usage::
         --save_folder OUT --test_session 1 [--expected_utterances 5531] [--valid_ratio 0.1]
 """
 
-import argparse
 import logging
 import re
 import sys
@@ -48,51 +50,35 @@ ANNOTATION_LINE = re.compile(
 UTTERANCE_ID = re.compile(r"^Ses0(?P<session>[1-5])[FM]_\w+_(?P<gender>[FM])\d+$")
 
 
-def prepare_iemocap(
-    data_folder,
-    save_folder,
-    test_session,
-    valid_ratio=0.1,
-    seed=1986,
-    expected_utterances=FULL_RELEASE_UTTERANCES,
-    skip_prep=False,
-):
+def prepare_iemocap(data_folder, save_folder, test_session, valid_ratio=0.1, seed=1986,
+                    expected_utterances=FULL_RELEASE_UTTERANCES, skip_prep=False):
     """Write the train/valid/test manifests of one leave-one-session-out IEMOCAP fold.
 
     Arguments
     ---------
     data_folder : str or pathlib.Path
         The ``IEMOCAP_full_release`` folder (holding ``Session1`` ... ``Session5``).
-    save_folder : str or pathlib.Path
-        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` (``neu``, ``hap``,
-        ``ang``, ``sad``) and ``prepare_options.json`` go.
     test_session : int
         Session (1-5) held out as the test set; the four others train.
-    valid_ratio : float
-        Share of each training speaker's utterances moved to ``valid.json`` (``round(ratio * n)``
-        per speaker, drawn with ``seed``).
-    seed : int
-        Seed of the validation draw; the same seed gives the same split.
     expected_utterances : int
         Number of 4-class utterances the corpus must hold (5531 for the full release); 0 turns
         the check off, for subsets or other corpora in the same layout.
-    skip_prep : bool
-        If True, do nothing and return None.
+    save_folder, valid_ratio, seed, skip_prep
+        As for every corpus (``lobes.manifests.prepare_corpus``); ``classes.json`` holds
+        ``neu``, ``hap``, ``ang``, ``sad``.
 
     Returns
     -------
     dict or None
-        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}``: utterances per
-        split, how many wavs are not 16 kHz mono (``lobes.audio.read_audio`` converts them on
-        load; None when the work was skipped) and whether the manifests of an identical earlier
-        run were reused. None when ``skip_prep`` is True.
+        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}``, as
+        ``lobes.manifests.prepare_corpus`` returns it.
 
     Raises
     ------
     lobes.manifests.PreparationError
         For a missing folder, a malformed annotation, a bad option or a count mismatch.
     lobes.audio.AudioError
-        Listing every wav that is missing or unreadable, all at once.
+        Listing every wav of a 4-class utterance that is missing or unreadable, all at once.
 
     Example
     -------
@@ -113,57 +99,36 @@ def prepare_iemocap(
     >>> prepare_iemocap(corpus, fold_folder, test_session=1, expected_utterances=1)["skipped"]
     True
     """
-    if skip_prep:
-        return None
-    data_folder = Path(data_folder).resolve()
-    save_folder = Path(save_folder)
-    options = {
-        "data_folder": str(data_folder),
-        "test_session": int(test_session),
-        "valid_ratio": float(valid_ratio),
-        "seed": int(seed),
-        "expected_utterances": int(expected_utterances),
-    }
-    _check_options(options)
-
-    def build():
-        utterances = _read_annotations(data_folder)
-        found = len(utterances)
-        if expected_utterances and found != expected_utterances:
-            raise PreparationError(
-                f"found {found} utterances with a 4-class label (neu, hap, exc, ang, sad) in "
-                f"{data_folder}, expected {expected_utterances} (the full IEMOCAP release has "
-                f"{FULL_RELEASE_UTTERANCES}); check that every session is complete, or pass "
-                "--expected_utterances 0 (expected_utterances: 0) to accept a subset"
-            )
-        if not any(entry["session"] == options["test_session"] for entry in utterances.values()):
-            raise PreparationError(
-                f"test session {test_session} has no 4-class utterance in {data_folder}; check "
-                f"that Session{test_session} is there or choose another --test_session"
-            )
-        n_converted = manifests.check_wavs(utterances, "IEMOCAP", log=logger)
-        splits = manifests.split_fold(utterances, options["test_session"], valid_ratio, seed)
-        return splits, CLASSES, {"n_converted": n_converted}
-
-    return manifests.prepare_once(f"IEMOCAP fold {test_session}", save_folder, options, build,
-                                  log=logger)
+    return manifests.prepare_corpus(CORPUS, prepare_iemocap, locals())
 
 
 def _check_options(options):
-    if options["test_session"] not in SESSIONS:
-        raise PreparationError(
-            f"test_session must be one of {SESSIONS}, got {options['test_session']}"
-        )
-    manifests.check_valid_ratio(options["valid_ratio"])
+    manifests.check_choice("test_session", options["test_session"], SESSIONS)
     if options["expected_utterances"] < 0:
         raise PreparationError(
             "expected_utterances must be 0 (no check) or a positive count, got "
             f"{options['expected_utterances']}"
         )
-    manifests.check_data_folder(
-        options["data_folder"],
-        "the IEMOCAP_full_release folder (the one holding Session1 ... Session5)",
-    )
+
+
+def _read_utterances(data_folder, options, classes):
+    """Every 4-class utterance, checked against the expected count and the test session."""
+    utterances = _read_annotations(data_folder)
+    found, expected = len(utterances), options["expected_utterances"]
+    if expected and found != expected:
+        raise PreparationError(
+            f"found {found} utterances with a 4-class label (neu, hap, exc, ang, sad) in "
+            f"{data_folder}, expected {expected} (the full IEMOCAP release has "
+            f"{FULL_RELEASE_UTTERANCES}); check that every session is complete, or pass "
+            "--expected_utterances 0 (expected_utterances: 0) to accept a subset"
+        )
+    test_session = options["test_session"]
+    if not any(entry["session"] == test_session for entry in utterances.values()):
+        raise PreparationError(
+            f"test session {test_session} has no 4-class utterance in {data_folder}; check "
+            f"that Session{test_session} is there or choose another --test_session"
+        )
+    return utterances, {}
 
 
 def _read_annotations(data_folder):
@@ -233,19 +198,22 @@ def _manifest_entry(session_folder, utt_id, label, where):
     }
 
 
+CORPUS = manifests.Corpus(
+    name="IEMOCAP", describe="IEMOCAP fold {test_session}",
+    folder="the IEMOCAP_full_release folder (the one holding Session1 ... Session5)",
+    check=_check_options, classes=lambda options: CLASSES, read=_read_utterances,
+    split=manifests.hold_out("test_session"),
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_folder", required=True, type=Path,
-                        help="the IEMOCAP_full_release folder")
-    parser.add_argument("--save_folder", required=True, type=Path,
-                        help="where the manifests are written")
-    parser.add_argument("--test_session", required=True, type=int, choices=SESSIONS)
-    parser.add_argument("--valid_ratio", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=1986)
-    parser.add_argument("--expected_utterances", type=int, default=FULL_RELEASE_UTTERANCES,
-                        help="4-class utterance count to insist on; 0 accepts any (subsets)")
-    args = parser.parse_args(argv)
-    manifests.run_from_command_line(prepare_iemocap, vars(args))
+    manifests.command_line(
+        prepare_iemocap, __doc__, argv,
+        data_folder={"help": "the IEMOCAP_full_release folder"},
+        test_session={"choices": SESSIONS},
+        expected_utterances={"help": "4-class utterance count to insist on; 0 accepts any "
+                                     "(subsets)"},
+    )
 
 
 if __name__ == "__main__":

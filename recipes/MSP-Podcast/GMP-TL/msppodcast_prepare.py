@@ -19,13 +19,17 @@ order). ``O`` (other) and ``X`` (no agreement) are always left out. Rows whose `
 ``SpkrID`` is ``Unknown`` are left out too, because the manifest contract needs a gender F or M
 and a speaker; the preparation logs and returns how many it dropped.
 
+The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
+is ``lobes.manifests.prepare_corpus``; this file supplies what is MSP-Podcast's own
+(``CORPUS``): how the labels file becomes utterance entries, the class sets and the fold rule
+(the official split).
+
 Usage::
 
     python recipes/MSP-Podcast/GMP-TL/msppodcast_prepare.py --data_folder PATH/MSP-Podcast \\
         --save_folder OUT [--classes 4|8] [--valid_from Development|Train] [--test_set Test1]
 """
 
-import argparse
 import csv
 import logging
 import sys
@@ -54,26 +58,14 @@ LABELS_FILE = Path("Labels") / "labels_consensus.csv"
 SESSION = 0  # one official split: no speaker groups
 
 
-def prepare_msppodcast(
-    data_folder,
-    save_folder,
-    classes="4",
-    valid_from="Development",
-    test_set="Test1",
-    valid_ratio=0.1,
-    seed=1986,
-    fold=1,
-    skip_prep=False,
-):
+def prepare_msppodcast(data_folder, save_folder, classes="4", valid_from="Development",
+                       test_set="Test1", valid_ratio=0.1, seed=1986, fold=1, skip_prep=False):
     """Write the train/valid/test manifests of the official MSP-Podcast split.
 
     Arguments
     ---------
     data_folder : str or pathlib.Path
         The MSP-Podcast folder, holding ``Labels/labels_consensus.csv`` and ``Audios/``.
-    save_folder : str or pathlib.Path
-        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` and
-        ``prepare_options.json`` go.
     classes : str
         ``"4"`` (``neu hap ang sad``) or ``"8"`` (adds ``fea dis sur con``).
     valid_from : str
@@ -85,23 +77,23 @@ def prepare_msppodcast(
         The validation draw when ``valid_from="Train"`` (recorded, unused otherwise).
     fold : int
         Must be 1: MSP-Podcast has one official split.
-    skip_prep : bool
-        If True, do nothing and return None.
+    save_folder, skip_prep
+        As for every corpus (``lobes.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
         ``{"train": n, "valid": n, "test": n, "n_converted": n, "n_unknown_dropped": n,
-        "skipped": bool}``: as for ``prepare_iemocap``, plus the rows of the used splits and
-        classes left out for an ``Unknown`` gender or speaker (None, like ``n_converted``, when
-        the work was skipped).
+        "skipped": bool}``: as ``lobes.manifests.prepare_corpus`` returns it, with the rows of
+        the used splits and classes left out for an ``Unknown`` gender or speaker (None, like
+        ``n_converted``, when the work was skipped).
 
     Raises
     ------
     lobes.manifests.PreparationError
         For a bad option, a missing folder or column, an unknown code or a duplicated file.
     lobes.audio.AudioError
-        Listing every wav that is missing or unreadable, all at once.
+        Listing every wav of the used rows that is missing or unreadable, all at once.
 
     Example
     -------
@@ -125,76 +117,56 @@ def prepare_msppodcast(
     ...     "MSP-PODCAST_0004_0001"]["spk"]
     '88'
     """
-    if skip_prep:
-        return None
-    data_folder = Path(data_folder).resolve()
-    save_folder = Path(save_folder)
-    options = {
-        "data_folder": str(data_folder),
-        "classes": str(classes),
-        "valid_from": str(valid_from),
-        "test_set": str(test_set),
-        "valid_ratio": float(valid_ratio),
-        "seed": int(seed),
-    }
-    _check_options(options, fold)
-
-    def build():
-        class_set = CLASS_SETS[options["classes"]]
-        split_of_set = {"Train": "train", test_set: "test"}
-        if valid_from == "Development":
-            split_of_set["Development"] = "valid"
-        rows_by_split, n_unknown_dropped = _read_labels(data_folder, class_set, split_of_set)
-        for split_set, split in split_of_set.items():
-            if not rows_by_split[split]:
-                raise PreparationError(
-                    f"no usable row of Split_Set {split_set} (classes {list(class_set)}, known "
-                    f"gender and speaker) in {data_folder / LABELS_FILE}; check the labels file "
-                    "or choose another --test_set"
-                )
-        all_utterances = {utt_id: entry for rows in rows_by_split.values()
-                          for utt_id, entry in rows.items()}
-        n_converted = manifests.check_wavs(all_utterances, "MSP-Podcast", log=logger)
-        if valid_from == "Train":
-            train, valid = manifests.draw_validation(rows_by_split["train"], valid_ratio, seed)
-            splits = {"train": train, "valid": valid, "test": rows_by_split["test"]}
-        else:
-            splits = rows_by_split
-        return splits, class_set, {"n_converted": n_converted,
-                                   "n_unknown_dropped": n_unknown_dropped}
-
-    return manifests.prepare_once(
-        f"MSP-Podcast (test set {test_set})", save_folder, options, build, log=logger,
-        fact_keys=("n_converted", "n_unknown_dropped"),
-    )
+    return manifests.prepare_corpus(CORPUS, prepare_msppodcast, locals())
 
 
-def _check_options(options, fold):
-    if int(fold) != 1:
+def _check_options(options):
+    if options["fold"] != 1:
         raise PreparationError(
-            f"MSP-Podcast has one official split: fold must be 1, got {fold} (choose the test "
-            "set with test_set instead)"
+            f"MSP-Podcast has one official split: fold must be 1, got {options['fold']} (choose "
+            "the test set with test_set instead)"
         )
-    if options["classes"] not in CLASS_SETS:
-        raise PreparationError(
-            f"classes must be one of {sorted(CLASS_SETS)}, got {options['classes']!r}"
-        )
-    if options["valid_from"] not in VALID_SOURCES:
-        raise PreparationError(
-            f"valid_from must be one of {VALID_SOURCES}, got {options['valid_from']!r}"
-        )
+    manifests.check_choice("classes", options["classes"], sorted(CLASS_SETS))
+    manifests.check_choice("valid_from", options["valid_from"], VALID_SOURCES)
     if options["test_set"] in VALID_SOURCES:
         raise PreparationError(
             f"test_set must be a test Split_Set (Test1, Test2 ...), got {options['test_set']!r}"
         )
-    manifests.check_valid_ratio(options["valid_ratio"])
-    manifests.check_data_folder(
-        options["data_folder"], "the MSP-Podcast folder (the one holding Labels/ and Audios/)"
-    )
+
+
+def _read_utterances(data_folder, options, classes):
+    """The rows of ``classes`` in the used Split_Sets, each with its manifest in ``split``."""
+    split_of_set = {"Train": "train", options["test_set"]: "test"}
+    if options["valid_from"] == "Development":
+        split_of_set["Development"] = "valid"
+    rows_by_split, n_unknown_dropped = _read_labels(data_folder, classes, split_of_set)
+    for split_set, split in split_of_set.items():
+        if not rows_by_split[split]:
+            raise PreparationError(
+                f"no usable row of Split_Set {split_set} (classes {list(classes)}, known "
+                f"gender and speaker) in {data_folder / LABELS_FILE}; check the labels file "
+                "or choose another --test_set"
+            )
+    utterances = {utt_id: entry for rows in rows_by_split.values()
+                  for utt_id, entry in rows.items()}
+    return utterances, {"n_unknown_dropped": n_unknown_dropped}
+
+
+def _official_split(utterances, options):
+    """The fold rule: each row to its own manifest; with ``valid_from="Train"``, valid drawn
+    from Train (a seeded, speaker-stratified ``valid_ratio`` share)."""
+    splits = {split: {} for split in manifests.SPLITS}
+    for utt_id, entry in utterances.items():
+        splits[entry["split"]][utt_id] = entry
+    if options["valid_from"] == "Train":
+        splits["train"], splits["valid"] = manifests.draw_validation(
+            splits["train"], options["valid_ratio"], options["seed"]
+        )
+    return splits
 
 
 def _read_labels(data_folder, class_set, split_of_set):
-    """``{split: {utt_id: entry without duration}}`` and the count of Unknown rows dropped."""
+    """``{split: {utt_id: entry with its split, no duration}}`` and the Unknown rows dropped."""
     labels_path = data_folder / LABELS_FILE
     if not labels_path.is_file():
         raise PreparationError(
@@ -244,6 +216,7 @@ def _read_labels(data_folder, class_set, split_of_set):
                 "gender": GENDER_CODES[gender],
                 "spk": row["SpkrID"],
                 "session": SESSION,
+                "split": split,  # the manifest the row goes to (not written)
             }
     if n_unknown_dropped:
         logger.info(
@@ -254,24 +227,27 @@ def _read_labels(data_folder, class_set, split_of_set):
     return sorted_rows, n_unknown_dropped
 
 
+CORPUS = manifests.Corpus(
+    name="MSP-Podcast", describe="MSP-Podcast (test set {test_set})",
+    folder="the MSP-Podcast folder (the one holding Labels/ and Audios/)",
+    check=_check_options, classes=lambda options: CLASS_SETS[options["classes"]],
+    read=_read_utterances, split=_official_split, facts=("n_unknown_dropped",),
+    unrecorded=("fold",),
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_folder", required=True, type=Path,
-                        help="the MSP-Podcast folder (holding Labels/ and Audios/)")
-    parser.add_argument("--save_folder", required=True, type=Path,
-                        help="where the manifests are written")
-    parser.add_argument("--fold", type=int, default=1, choices=[1],
-                        help="only 1: MSP-Podcast has one official split")
-    parser.add_argument("--classes", choices=sorted(CLASS_SETS), default="4",
-                        help="4: neu hap ang sad (as IEMOCAP); 8: adds fea dis sur con")
-    parser.add_argument("--valid_from", choices=VALID_SOURCES, default="Development",
-                        help="Development: the official set; Train: a share of Train")
-    parser.add_argument("--test_set", default="Test1", help="the Split_Set used as test set")
-    parser.add_argument("--valid_ratio", type=float, default=0.1,
-                        help="share of Train drawn for validation with --valid_from Train")
-    parser.add_argument("--seed", type=int, default=1986)
-    args = parser.parse_args(argv)
-    manifests.run_from_command_line(prepare_msppodcast, vars(args))
+    manifests.command_line(
+        prepare_msppodcast, __doc__, argv,
+        data_folder={"help": "the MSP-Podcast folder (holding Labels/ and Audios/)"},
+        fold={"choices": [1], "help": "only 1: MSP-Podcast has one official split"},
+        classes={"choices": sorted(CLASS_SETS),
+                 "help": "4: neu hap ang sad (as IEMOCAP); 8: adds fea dis sur con"},
+        valid_from={"choices": VALID_SOURCES,
+                    "help": "Development: the official set; Train: a share of Train"},
+        test_set={"help": "the Split_Set used as test set"},
+        valid_ratio={"help": "share of Train drawn for validation with --valid_from Train"},
+    )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ Folds (``lobes.manifests.speaker_folds``): the actors are dealt round-robin into
 groups, women in sorted id order then men, so folds are balanced by gender and size. Fold K's
 actors are the test set; ``valid.json`` is a seeded, speaker-stratified share of the others.
 
+The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
+is ``lobes.manifests.prepare_corpus``; this file supplies what is RAVDESS's own (``CORPUS``): how
+the actor folders and wav names become utterance entries, the class sets with the calm rule and
+the fold rule.
+
 Usage::
 
     python recipes/RAVDESS/GMP-TL/ravdess_prepare.py --data_folder PATH/Audio_Speech_Actors_01-24 \\
         --save_folder OUT [--fold 1] [--n_folds 5] [--classes 8|4] [--calm neu|drop|keep]
 """
 
-import argparse
 import logging
 import re
 import sys
@@ -61,54 +65,37 @@ FILE_NAME = re.compile(
 ACTOR_FOLDER = re.compile(r"^Actor_(?P<actor>\d\d)$")
 
 
-def prepare_ravdess(
-    data_folder,
-    save_folder,
-    fold,
-    n_folds=5,
-    valid_ratio=0.1,
-    seed=1986,
-    calm="neu",
-    classes="8",
-    skip_prep=False,
-):
+def prepare_ravdess(data_folder, save_folder, fold, n_folds=5, valid_ratio=0.1, seed=1986,
+                    calm="neu", classes="8", skip_prep=False):
     """Write the train/valid/test manifests of one speaker-independent RAVDESS fold.
 
     Arguments
     ---------
     data_folder : str or pathlib.Path
         The folder holding ``Actor_01`` ... ``Actor_24``.
-    save_folder : str or pathlib.Path
-        Where ``train.json``, ``valid.json``, ``test.json``, ``classes.json`` and
-        ``prepare_options.json`` go.
-    fold : int
-        The fold (1 ... ``n_folds``) whose actors form the test set.
-    n_folds : int
-        Number of actor groups (2 ... number of actors).
-    valid_ratio : float
-        Share of each training actor's utterances moved to ``valid.json``, drawn with ``seed``.
-    seed : int
-        Seed of the validation draw.
+    fold, n_folds : int
+        The fold (1 ... ``n_folds``) whose actors form the test set, and the number of actor
+        groups (2 ... number of actors).
     calm : str
         ``"neu"`` (calm is labelled neutral), ``"drop"`` (calm is left out) or ``"keep"`` (calm
         is its own class ``cal``; needs ``classes="8"``).
     classes : str
         ``"8"`` (every emotion, calm as ``calm`` says) or ``"4"`` (``neu hap ang sad``).
-    skip_prep : bool
-        If True, do nothing and return None.
+    save_folder, valid_ratio, seed, skip_prep
+        As for every corpus (``lobes.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
-        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}`` as for
-        ``prepare_iemocap`` (``n_converted``: wavs not 16 kHz mono, None when skipped).
+        ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}`` (every clip of
+        the 48 kHz release counts as converted), as ``lobes.manifests.prepare_corpus`` returns it.
 
     Raises
     ------
     lobes.manifests.PreparationError
         For a bad option, a missing folder, a malformed file name or an actor mismatch.
     lobes.audio.AudioError
-        Listing every wav that is missing or unreadable, all at once.
+        Listing every speech clip that is missing or unreadable, all at once.
 
     Example
     -------
@@ -125,60 +112,34 @@ def prepare_ravdess(
     >>> entry["emo"], entry["gender"], entry["spk"], entry["session"], entry["duration"]
     ('neu', 'M', 'Actor_01', 2, 0.2)
     """
-    if skip_prep:
-        return None
-    data_folder = Path(data_folder).resolve()
-    save_folder = Path(save_folder)
-    options = {
-        "data_folder": str(data_folder),
-        "fold": int(fold),
-        "n_folds": int(n_folds),
-        "valid_ratio": float(valid_ratio),
-        "seed": int(seed),
-        "calm": str(calm),
-        "classes": str(classes),
-    }
-    _check_options(options)
-
-    def build():
-        clips = _read_clips(data_folder)
-        if options["calm"] == "neu":
-            clips = {utt_id: {**clip, "emo": "neu" if clip["emo"] == "cal" else clip["emo"]}
-                     for utt_id, clip in clips.items()}
-        class_set = _class_set(options["classes"], options["calm"])
-        utterances = manifests.speaker_fold_utterances(
-            clips, options["fold"], options["n_folds"], class_set, data_folder
-        )
-        n_converted = manifests.check_wavs(utterances, "RAVDESS", log=logger)
-        splits = manifests.split_fold(utterances, options["fold"], valid_ratio, seed)
-        return splits, class_set, {"n_converted": n_converted}
-
-    return manifests.prepare_once(f"RAVDESS fold {fold} of {n_folds}", save_folder, options,
-                                  build, log=logger)
+    return manifests.prepare_corpus(CORPUS, prepare_ravdess, locals())
 
 
-def _class_set(classes, calm):
+def _class_set(options):
     """The ordered classes: the chosen set, with ``cal`` only when calm is kept apart."""
-    return tuple(emo for emo in CLASS_SETS[classes] if emo != "cal" or calm == "keep")
+    keep_calm = options["calm"] == "keep"
+    return tuple(emo for emo in CLASS_SETS[options["classes"]] if emo != "cal" or keep_calm)
 
 
 def _check_options(options):
-    if options["classes"] not in CLASS_SETS:
-        raise PreparationError(
-            f"classes must be one of {sorted(CLASS_SETS)}, got {options['classes']!r}"
-        )
-    if options["calm"] not in CALM_RULES:
-        raise PreparationError(f"calm must be one of {CALM_RULES}, got {options['calm']!r}")
+    manifests.check_choice("classes", options["classes"], sorted(CLASS_SETS))
+    manifests.check_choice("calm", options["calm"], CALM_RULES)
     if options["classes"] == "4" and options["calm"] == "keep":
         raise PreparationError(
             'calm="keep" makes calm a class of its own, which the 4-class set (neu hap ang '
             'sad) has not: use calm="neu" (calm counts as neutral) or calm="drop", or classes="8"'
         )
     manifests.check_fold(options["fold"], options["n_folds"])
-    manifests.check_valid_ratio(options["valid_ratio"])
-    manifests.check_data_folder(
-        options["data_folder"], "the RAVDESS speech folder (the one holding Actor_01 ...)"
-    )
+
+
+def _read_utterances(data_folder, options, classes):
+    """The clips of ``classes``, calm as ``calm`` says, each with its actor's fold as session."""
+    clips = _read_clips(data_folder)
+    if options["calm"] == "neu":
+        clips = {utt_id: {**clip, "emo": "neu" if clip["emo"] == "cal" else clip["emo"]}
+                 for utt_id, clip in clips.items()}
+    return manifests.speaker_fold_utterances(clips, options["fold"], options["n_folds"], classes,
+                                             data_folder), {}
 
 
 def _read_clips(data_folder):
@@ -233,22 +194,23 @@ def _read_clips(data_folder):
     return clips
 
 
+CORPUS = manifests.Corpus(
+    name="RAVDESS", describe="RAVDESS fold {fold} of {n_folds}",
+    folder="the RAVDESS speech folder (the one holding Actor_01 ...)",
+    check=_check_options, classes=_class_set, read=_read_utterances,
+    split=manifests.hold_out("fold"),
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_folder", required=True, type=Path,
-                        help="the folder holding Actor_01 ... Actor_24")
-    parser.add_argument("--save_folder", required=True, type=Path,
-                        help="where the manifests are written")
-    parser.add_argument("--fold", type=int, default=1, help="test fold, 1 ... n_folds")
-    parser.add_argument("--n_folds", type=int, default=5)
-    parser.add_argument("--valid_ratio", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=1986)
-    parser.add_argument("--calm", choices=CALM_RULES, default="neu",
-                        help="neu: calm counts as neutral; drop: left out; keep: class cal")
-    parser.add_argument("--classes", choices=sorted(CLASS_SETS), default="8",
-                        help="8: every emotion (calm as --calm says); 4: neu hap ang sad")
-    args = parser.parse_args(argv)
-    manifests.run_from_command_line(prepare_ravdess, vars(args))
+    manifests.command_line(
+        prepare_ravdess, __doc__, argv,
+        data_folder={"help": "the folder holding Actor_01 ... Actor_24"},
+        calm={"choices": CALM_RULES,
+              "help": "neu: calm counts as neutral; drop: left out; keep: class cal"},
+        classes={"choices": sorted(CLASS_SETS),
+                 "help": "8: every emotion (calm as --calm says); 4: neu hap ang sad"},
+    )
 
 
 if __name__ == "__main__":
