@@ -1,9 +1,15 @@
 """The one audio loader of the project: every stage, preparation and inference reads through it.
 
-Audio is returned as a 1-D float32 tensor at 16 kHz (DESIGN.md section 3): multichannel files are
-mixed down to mono by averaging the channels, other sample rates are resampled with
-``torchaudio.functional.resample``. Anything that cannot be used raises ``AudioError`` with a
-message naming the file and what to do about it.
+Audio is returned as a 1-D float32 tensor at 16 kHz (``docs/design.md``, section "Data
+contract"): multichannel files are mixed down to mono by averaging the channels, other sample
+rates are resampled with ``torchaudio.functional.resample``. Anything that cannot be used raises
+``AudioError`` with a message naming the file and what to do about it.
+
+Files are opened through SpeechBrain's soundfile layer (``speechbrain.dataio.audio_io``: ``load``
+and ``info``). Ours stays on top of it for what SpeechBrain's ``read_audio`` lacks: it returns
+neither mono nor the file's rate (so no resampling), reports every failure as a bare
+``RuntimeError``, and its ``read_audio_info`` crashes (``AttributeError``) on an empty file. The
+block-wise NaN scan reads with soundfile directly (``audio_io`` has no block reader).
 """
 
 import warnings
@@ -14,6 +20,7 @@ import numpy as np
 import soundfile
 import torch
 import torchaudio
+from speechbrain.dataio import audio_io
 
 from lobes.frames import SAMPLE_RATE
 
@@ -67,6 +74,24 @@ def _not_finite(path):
     )
 
 
+def _reason(error):
+    """What went wrong, from an ``audio_io`` error (a ``RuntimeError`` around the real one)."""
+    cause = error.__cause__ or error
+    return str(cause).strip() or type(cause).__name__
+
+
+def _sb_call(path, function, *args, **kwargs):
+    """Run an ``audio_io`` function on ``path``; a file it cannot read becomes ``AudioError``."""
+    try:
+        return function(str(path), *args, **kwargs)
+    except RuntimeError as error:
+        cause = error.__cause__
+        # audio_io wraps every Exception; only file errors mean an unusable file
+        if cause is not None and not isinstance(cause, (RuntimeError, ValueError, TypeError)):
+            raise cause from None
+        raise _unreadable(path, _reason(error)) from error
+
+
 def audio_info(path, check_samples=False):
     """Read the sample rate, channel count and length of an audio file from its header.
 
@@ -100,10 +125,7 @@ def audio_info(path, check_samples=False):
     """
     path = Path(path)
     _check_exists(path)
-    try:
-        header = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise _unreadable(path, str(error).strip() or type(error).__name__) from error
+    header = _sb_call(path, audio_io.info)
     if header.frames <= 0:
         raise _empty(path)
     if check_samples and header.subtype in FLOAT_SUBTYPES:
@@ -114,10 +136,10 @@ def audio_info(path, check_samples=False):
         except (soundfile.LibsndfileError, RuntimeError) as error:
             raise _unreadable(path, str(error).strip() or type(error).__name__) from error
     return AudioInfo(
-        sample_rate=int(header.samplerate),
+        sample_rate=int(header.sample_rate),
         channels=int(header.channels),
         n_samples=int(header.frames),
-        duration=header.frames / header.samplerate,
+        duration=header.frames / header.sample_rate,
     )
 
 
@@ -137,6 +159,8 @@ def needs_conversion(info):
 def read_audio(path, target_sr=SAMPLE_RATE):
     """Load an audio file as a mono float32 waveform at ``target_sr``.
 
+    Reads with SpeechBrain's ``audio_io.load``; kept because SpeechBrain's ``read_audio`` returns
+    the file's channels at the file's rate, with no conversion and no error naming the fix.
     Channels are averaged; other sample rates are resampled with
     ``torchaudio.functional.resample``. Silent audio is returned as it is. Audio at 8 kHz or
     less is accepted with a warning, because it lacks the upper half of the speech band.
@@ -169,10 +193,8 @@ def read_audio(path, target_sr=SAMPLE_RATE):
     """
     path = Path(path)
     _check_exists(path)
-    try:
-        samples, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise _unreadable(path, str(error).strip() or type(error).__name__) from error
+    samples, file_sr = _sb_call(path, audio_io.load, channels_first=False, dtype=torch.float32)
+    samples = samples.numpy()  # (n_samples, channels)
     if samples.shape[0] == 0:
         raise _empty(path)
     if not np.isfinite(samples).all():

@@ -14,11 +14,13 @@ from an end-of-epoch checkpoint continues exactly as the uninterrupted run would
 bit on CPU). SpeechBrain's ``SaveableGenerator`` covers torch only.
 """
 
+import functools
 import json
 import logging
 import os
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,12 +85,42 @@ class AtomicCheckpointer(Checkpointer):
                 shutil.rmtree(folder)
 
 
-@register_checkpoint_hooks
+def _rank_and_world_size():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def rank_state_path(path, rank):
+    """Where rank ``rank`` keeps its random states for the recoverable file ``path``.
+
+    Rank 0 uses the recoverable's own file; the other ranks a file beside it, whose suffix
+    (not ``.ckpt``) keeps it out of SpeechBrain's list of the checkpoint's parameter files.
+
+    Example
+    -------
+    >>> rank_state_path("CKPT+x/random_states.ckpt", 0).name
+    'random_states.ckpt'
+    >>> rank_state_path("CKPT+x/random_states.ckpt", 3).name
+    'random_states.ckpt.rank3'
+    """
+    path = Path(path)
+    return path if rank == 0 else path.with_name(f"{path.name}.rank{rank}")
+
+
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class RandomStates:
     """The Python, NumPy and torch (CPU and CUDA) random states, as a checkpoint recoverable.
 
     Saved as JSON (no pickle). CUDA states are restored only onto as many devices as the
     checkpoint holds.
+
+    Under DDP every rank saves and restores its own states (registered with
+    ``save_on_main_only=False``, so SpeechBrain runs the saver on every rank): rank 0 in the
+    recoverable's file, which also records the number of ranks, rank ``r`` in
+    ``<file>.rank<r>`` (``rank_state_path``). Resumed with another number of ranks, each rank
+    that has a saved state restores it, the others keep their current states, with a warning:
+    the run then continues, but not exactly as the uninterrupted one would have.
 
     Example
     -------
@@ -104,20 +136,38 @@ class RandomStates:
 
     @mark_as_saver
     def save(self, path):
+        rank, world_size = _rank_and_world_size()
         version, python_state, gauss = random.getstate()
         name, keys, position, has_gauss, cached = np.random.get_state()
-        write_json_atomic(path, {
+        states = {
             "python": [version, list(python_state), gauss],
             "numpy": [name, keys.tolist(), position, has_gauss, cached],
             "torch": torch.get_rng_state().tolist(),
             "cuda": [state.tolist() for state in torch.cuda.get_rng_state_all()]
             if torch.cuda.is_available() else [],
-        })
+        }
+        if rank == 0:
+            states["world_size"] = world_size
+        write_json_atomic(rank_state_path(path, rank), states)
 
     @mark_as_loader
     def load(self, path, end_of_epoch=True):
+        rank, world_size = _rank_and_world_size()
         with open(path) as handle:
             states = json.load(handle)
+        saved_world_size = int(states.get("world_size", 1))  # files before DDP support: 1
+        if saved_world_size != world_size and rank == 0:
+            logger.warning(
+                "%s holds the random states of %d process(es), this run has %d: ranks below "
+                "%d restore their own, the others keep their current states; the resumed run "
+                "is not an exact continuation", path, saved_world_size, world_size,
+                min(saved_world_size, world_size),
+            )
+        if rank >= saved_world_size:
+            return
+        if rank > 0:
+            with open(rank_state_path(path, rank)) as handle:
+                states = json.load(handle)
         version, python_state, gauss = states["python"]
         random.setstate((version, tuple(python_state), gauss))
         name, keys, position, has_gauss, cached = states["numpy"]

@@ -1,12 +1,14 @@
 """The data pipeline shared by every stage: manifests in, SpeechBrain datasets out.
 
-Manifests follow DESIGN.md section 4 (``wav``, ``duration``, ``emo``, ``gender``, ``spk``,
-``session``). Every stage builds its datasets with ``dataio_prepare``; GMP label files, when a
-stage needs them, come in as extra per-scale items checked against the manifests.
+Manifests follow ``docs/design.md``, section "Data contract" (``wav``, ``duration``, ``emo``,
+``gender``, ``spk``, ``session``). Every stage builds its datasets with ``dataio_prepare``; GMP
+label files, when a stage needs them, come in as extra per-scale items checked against the
+manifests.
 """
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import speechbrain as sb
@@ -78,20 +80,92 @@ def emotion_classes(manifest, preferred_order=None):
 def make_label_encoder(classes, save_path=None):
     """A SpeechBrain ``CategoricalEncoder`` with ``classes`` at indices 0..n-1, in order.
 
+    With ``save_path``, SpeechBrain's DDP-safe ``CategoricalEncoder.load_or_create`` makes the
+    file: the main process loads it if it exists, or writes it (atomically), while the other
+    ranks wait, then every rank reads it. An existing file is reused only when it holds exactly
+    ``classes`` in this order; any other content stops with an error naming the file, so that
+    a class list edited between runs is never silently replaced by the old one.
+
+    Arguments
+    ---------
+    classes : list of str
+        The class labels, in index order (e.g. ``emotion_classes`` of the hparams).
+    save_path : str or pathlib.Path, optional
+        The ``label_encoder.txt`` to load or create.
+
+    Returns
+    -------
+    CategoricalEncoder
+        Expecting ``len(classes)`` classes.
+
+    Raises
+    ------
+    ValueError
+        If ``save_path`` exists and holds another class list or order.
+
     Example
     -------
     >>> encoder = make_label_encoder(["neu", "hap", "ang", "sad"])
     >>> encoder.encode_label("ang"), encoder.decode_ndim(3)
     (2, 'sad')
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "label_encoder.txt"
+    >>> make_label_encoder(["neu", "sad"], path).encode_label("sad")
+    1
+    >>> make_label_encoder(["sad", "neu"], path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    ValueError: ...label_encoder.txt holds the classes ['neu', 'sad'], not ['sad', 'neu']: ...
     """
-    encoder = CategoricalEncoder()
-    for index, label in enumerate(classes):
-        encoder.insert_label(label, index)
+    classes = list(classes)
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"the class list {classes} repeats a class")
+    encoder = _AtomicSaveEncoder()
+    if save_path is None:
+        encoder.update_from_iterable(classes)
+    else:
+        save_path = Path(save_path)
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        encoder.load_or_create(save_path, from_iterables=[classes])
+        expected = {label: index for index, label in enumerate(classes)}
+        if encoder.lab2ind != expected or getattr(encoder, "unk_label", None) is not None:
+            found = [label for label, _ in sorted(encoder.lab2ind.items(), key=lambda x: x[1])]
+            raise ValueError(
+                f"{save_path} holds the classes {found}, not {classes}: it was written by a "
+                "run with another emotion_classes. Delete it (or use another output_folder) "
+                "to start over with the new classes, or set emotion_classes back"
+            )
     encoder.expect_len(len(classes))
-    if save_path is not None:
-        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
-        encoder.save(save_path)
     return encoder
+
+
+class _AtomicSaveEncoder(CategoricalEncoder):
+    """``CategoricalEncoder`` whose ``save`` writes a temporary file and renames it.
+
+    SpeechBrain's ``save`` writes in place: a job killed mid-write leaves a truncated file,
+    which ``load_if_possible`` may accept (a partial class list) or fail on with a ``KeyError``.
+    """
+
+    def save(self, path):
+        """Write the encoding to ``path`` atomically (same file format as SpeechBrain's)."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save(temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @staticmethod
+    def _load_literal(path):
+        # A file cut before its extras (by an older, non-atomic save) parses without
+        # "starting_index": a ValueError makes load_or_create rebuild it instead of crashing.
+        lab2ind, ind2lab, extras = CategoricalEncoder._load_literal(path)
+        if "starting_index" not in extras:
+            raise ValueError(f"{path} is truncated")
+        return lab2ind, ind2lab, extras
 
 
 def screen_audio(manifest, split, policy="error"):

@@ -20,6 +20,9 @@ from lobes.io_utils import atomic_write, save_figure, write_json_atomic
 def emotion_metrics(true_ids, predicted_ids, n_classes):
     """Weighted accuracy, unweighted accuracy, per-class recall and confusion matrix.
 
+    Kept rather than SpeechBrain's ``ClassificationStats``, whose confusion matrix has only the
+    labels seen (sorted, absent classes dropped) and whose per-class recall is float32.
+
     Arguments
     ---------
     true_ids, predicted_ids : sequence of int
@@ -177,6 +180,9 @@ def plot_learning_curves(runs, path, title=""):
 
 class EmotionReport:
     """Collect utterance scores during evaluation, then compute and write the test report.
+
+    Kept rather than SpeechBrain's ``ClassificationStats`` (see ``emotion_metrics``), which also
+    keeps no scores, so it could not write the ``score_<class>`` columns of ``predictions.csv``.
 
     Arguments
     ---------

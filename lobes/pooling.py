@@ -1,4 +1,10 @@
-"""Masked pooling over frames: padding frames never count in a pooled vector."""
+"""Masked pooling over frames: padding frames never count in a pooled vector.
+
+Kept rather than SpeechBrain's ``nnet.pooling.StatisticsPooling``, which takes relative lengths
+and rounds them to frames (HuBERT's frame count is not proportional to the samples, so a padding
+frame can count or a real one be dropped), adds random noise to the mean (and draws from torch's
+generator), uses the unbiased std (NaN for a one-frame clip) and has no attentive mode.
+"""
 
 import torch
 
