@@ -42,8 +42,8 @@ $(DEMO_HUBERT)/config.json: | $(STAMP)
 demo: $(STAMP) $(DEMO_CORPUS)/demo_truth.json $(DEMO_HUBERT)/config.json
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) recipes/IEMOCAP/GMP-TL/run_cv.py \
 		--data_folder $(DEMO_CORPUS) --output_folder $(DEMO_DIR)/cv \
-		--overrides recipes/IEMOCAP/GMP-TL/hparams/demo.yaml --hubert_source $(DEMO_HUBERT) \
-		--expected_utterances 0 --folds 1,2,3,4,5 --systems gmp_tl,baseline
+		--overrides hparams/encoders/tiny.yaml recipes/IEMOCAP/GMP-TL/hparams/demo.yaml \
+		--encoder_source $(DEMO_HUBERT) --folds 1,2,3,4,5 --systems gmp_tl,baseline
 
 clean:
 	rm -rf $(VENV) *.egg-info

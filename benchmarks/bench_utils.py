@@ -2,7 +2,7 @@
 
 Not a benchmark itself. Every benchmark runs offline on CPU: encoders are random-weight HuBERTs
 built from ``transformers``' ``HubertConfig`` and loaded through the project's own code path (a
-local ``hubert_source`` folder), corpora are the synthetic demo corpus or drawn durations.
+local ``encoder_source`` folder), corpora are the synthetic demo corpus or drawn durations.
 """
 
 import importlib.util

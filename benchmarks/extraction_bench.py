@@ -40,7 +40,7 @@ from bench_utils import (  # noqa: E402
 )
 
 from lobes.data import SPLITS  # noqa: E402
-from lobes.hubert import HuBERTEncoder  # noqa: E402
+from lobes.encoder import SSLEncoder  # noqa: E402
 
 
 class PassCounter:
@@ -57,11 +57,11 @@ class PassCounter:
 
 def base_hparams(model_folder, stage0_folder, dim, work, name, layers, scales, counter):
     """The ``gmp.yaml`` keys that ``extract_features`` and ``cluster_scales`` read."""
-    encoder = HuBERTEncoder(model_folder, work / "hub", output_layers=[-1], freeze="all")
+    encoder = SSLEncoder(model_folder, work / "hub", output_layers=[-1], freeze="all")
     encoder.register_forward_hook(counter)
     return {
         "encoder": encoder,
-        "hubert_source": str(model_folder),
+        "encoder_source": str(model_folder),
         "encoder_dim": dim,
         "stage0_folder": str(stage0_folder),
         "cache_folder": str(work / name / "cache"),
@@ -122,7 +122,7 @@ def main(argv=None):
         audio_s = sum(e["duration"] for split in SPLITS for e in manifests[split].values())
         model_folder = write_hubert(work / "model", args.size)
         counter = PassCounter()
-        probe = HuBERTEncoder(model_folder, work / "hub", freeze="all")
+        probe = SSLEncoder(model_folder, work / "hub", freeze="all")
         n_layers, dim = probe.num_layers, probe.hidden_size
         stage0_folder = work / "stage0"
         stage0_folder.mkdir()

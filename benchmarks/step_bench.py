@@ -5,7 +5,7 @@ Both steps are the recipe's own: ``GMPBrain`` (stage 1) and ``EmotionBrain`` (th
 objectives with their accuracy counts, backward, gradient clipping, the two Adam optimisers of
 ``EncoderBrain``), with the modules built from ``lobes`` as the hparams build them:
 
-- encoder: ``HuBERTEncoder(freeze="cnn", output_layers=[-1])`` on a random-weight HuBERT-base
+- encoder: ``SSLEncoder(freeze="cnn", output_layers=[-1])`` on a random-weight HuBERT-base
   architecture (HF ``HubertConfig`` defaults: 12 layers, 768-d, 12 heads, FFN 3072, 512-channel
   CNN; dropout and LayerDrop off), the same weights for both;
 - stage 1: ``MultiScaleFrameHead(768, [64, 256, 1024])`` and ``multi_scale_frame_loss``
@@ -39,7 +39,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from lobes.data import make_label_encoder
 from lobes.frames import n_frames
 from lobes.heads import MultiScaleFrameHead, SoftmaxCELoss, multi_scale_frame_loss
-from lobes.hubert import HuBERTEncoder
+from lobes.encoder import SSLEncoder
 from lobes.pooling import MaskedPooling
 
 GMP_SCALES = [64, 256, 1024]
@@ -79,7 +79,7 @@ def common_hparams(work):
 def build_brains(train, model_folder, work):
     """The stage-1 and baseline Brains, their encoders holding the same weights."""
     encoders = [
-        HuBERTEncoder(model_folder, work / "hub", output_layers=[-1], freeze="cnn")
+        SSLEncoder(model_folder, work / "hub", output_layers=[-1], freeze="cnn")
         for _ in range(2)
     ]
     encoders[1].load_state_dict(encoders[0].state_dict())

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import run_on_main
 
 from lobes.data import eval_loader_options, train_loader_options
-from lobes.io_utils import atomic_write, write_json_atomic
+from lobes.disk import export_weights, finish_step
+from lobes.io_utils import write_json_atomic
 from lobes.metrics import EmotionReport, format_confusion
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def load_encoder_weights(encoder, path):
     except RuntimeError as error:
         raise RuntimeError(
             f"encoder checkpoint {path} does not fit this encoder ({error}); was it written "
-            "with another hubert_source?"
+            "with another encoder_source?"
         ) from error
 
 
@@ -139,6 +141,11 @@ class EncoderBrain(sb.Brain):
         hparams' ``epoch_counter``. A run resumes from its last checkpoint.
         """
         hparams = vars(self.hparams)
+        if hparams.get("encoder_init"):
+            # parameter transfer from the previous step's exported encoder (a resumed run's
+            # checkpoint then replaces it)
+            run_on_main(self.hparams.pretrainer.collect_files)
+            self.hparams.pretrainer.load_collected()
         train_options = train_loader_options(hparams, datasets["train"])
         # SpeechBrain calls set_epoch only on samplers it made itself; without it the dynamic
         # batches' order would depend on how many epochs this process has run, and a resumed
@@ -158,16 +165,17 @@ class EncoderBrain(sb.Brain):
         )
         self.export_encoder()
 
-    def export_encoder(self, path=None):
-        """Save the (selected) encoder weights for the next stage, atomically, on rank 0.
+    def export_encoder(self):
+        """Publish the selected encoder for the next step and keep one copy of the weights.
 
-        Called last by every stage script: ``encoder.ckpt`` marks a finished stage.
+        ``encoder.ckpt`` (the step's completion marker) is the selected checkpoint's encoder
+        file, hard-linked; then the other checkpoints and the optimizer states are deleted
+        (``lobes.disk.finish_step``). Main process only.
         """
         if not sb.utils.distributed.if_main_process():
             return
-        path = Path(path or Path(self.hparams.output_folder) / "encoder.ckpt")
-        encoder = self.modules.encoder
-        encoder = getattr(encoder, "module", encoder)  # unwrap DDP
-        with atomic_write(path, "wb") as handle:
-            torch.save(encoder.state_dict(), handle)
+        selected = self.checkpointer.find_checkpoint(max_key=self.selection_key)
+        path = Path(self.hparams.output_folder) / "encoder.ckpt"
+        export_weights(selected.paramfiles["encoder"], path)
         logger.info("encoder weights exported to %s", path)
+        finish_step(self.checkpointer.checkpoints_dir, path, selected)

@@ -10,7 +10,7 @@ checkpoints, ``save/label_encoder.txt`` and ``metrics.json``. ``MODEL_FOLDER`` r
 
 - ``hyperparams.yaml``: inference hparams for ``lobes.inference.EmotionRecognizer``;
 - ``encoder/``: the fine-tuned HuBERT and its feature-extractor config (HF ``save_pretrained``),
-  loaded through the same ``HuBERTEncoder`` as in training;
+  loaded through the same ``SSLEncoder`` as in training;
 - ``pooling.ckpt``, ``emotion_head.ckpt``: the weights of the checkpoint with the best valid UA
   (the one the test evaluation used);
 - ``label_encoder.txt`` and a model card, ``README.md``.
@@ -34,7 +34,7 @@ from speechbrain.utils.checkpoints import Checkpointer
 
 from lobes.brain import load_encoder_weights
 from lobes.data import make_label_encoder
-from lobes.hubert import HuBERTEncoder
+from lobes.encoder import SSLEncoder
 from lobes.inference import quiet_library_logs
 
 HEAD_MODULES = ("pooling", "emotion_head")
@@ -91,7 +91,7 @@ emotion_classes: {json.dumps(list(classes))}
 # long inputs are encoded in chunks of this many seconds (bounded encoder memory)
 chunk_seconds: {json.dumps(float(chunk_seconds))}
 
-encoder: !new:lobes.hubert.HuBERTEncoder
+encoder: !new:lobes.encoder.SSLEncoder
     source: !ref <model_folder>/encoder
     save_path: !ref <model_folder>/encoder
     output_layers: {json.dumps([int(layer) for layer in output_layers])}
@@ -118,7 +118,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
 def write_model_folder(model_folder, encoder_source, classes, module_specs=None,
                        checkpoint_files=None, encoder_weights=None, output_layers=(-1,),
-                       hubert_cache=None, model_card=None, system="stage2", overwrite=False):
+                       encoder_cache=None, model_card=None, system="stage2", overwrite=False):
     """Write a self-contained model folder for ``EmotionRecognizer``.
 
     The folder is built under a temporary name beside ``model_folder`` and renamed at the end,
@@ -139,10 +139,10 @@ def write_model_folder(model_folder, encoder_source, classes, module_specs=None,
         ``{"pooling" | "emotion_head": state dict file}``; a module without one is saved as
         freshly initialised (an untrained model, for tests).
     encoder_weights : str or Path, optional
-        ``encoder.ckpt`` of the run (``HuBERTEncoder.state_dict()``); default: the source's.
+        ``encoder.ckpt`` of the run (``SSLEncoder.state_dict()``); default: the source's.
     output_layers : sequence of int
         ``output_layers`` of the run's encoder (the last one feeds the pooling).
-    hubert_cache : str, optional
+    encoder_cache : str, optional
         Where a hub encoder is cached (default: a temporary folder).
     model_card : str, optional
         Markdown of ``README.md``; default: a short generic card.
@@ -179,8 +179,8 @@ def write_model_folder(model_folder, encoder_source, classes, module_specs=None,
     building.chmod(0o777 & ~umask)
     try:
         try:
-            encoder = HuBERTEncoder(
-                encoder_source, hubert_cache or building / "hub_cache", output_layers,
+            encoder = SSLEncoder(
+                encoder_source, encoder_cache or building / "hub_cache", output_layers,
                 freeze="all",
             )
         except OSError as error:
@@ -193,8 +193,8 @@ def write_model_folder(model_folder, encoder_source, classes, module_specs=None,
             module_specs = default_module_specs(encoder.hidden_size, len(classes))
         if encoder_weights is not None:
             load_encoder_weights(encoder, encoder_weights)
-        encoder.hubert.model.save_pretrained(building / "encoder")
-        encoder.hubert.feature_extractor.save_pretrained(building / "encoder")
+        encoder.model.save_pretrained(building / "encoder")
+        encoder.feature_extractor.save_pretrained(building / "encoder")
         shutil.rmtree(building / "hub_cache", ignore_errors=True)
         checkpoint_files = checkpoint_files or {}
         for name in HEAD_MODULES:
@@ -334,7 +334,7 @@ def training_model_card(hparams, checkpoint, metrics, classes, system):
 | selected checkpoint | epoch {epoch}, valid UA {valid_ua_text} |
 | fold | test session {hparams.get("test_session", "?")} (leave-one-session-out) |
 | training data | corpus `{hparams.get("data_folder", "?")}`; {sizes_text} utterances |
-| encoder | fine-tuned from `{hparams.get("hubert_source", "?")}` |
+| encoder | fine-tuned from `{hparams.get("encoder_source", "?")}` |
 | pooling / head | {module_spec(hparams, "pooling")[1].get("mode", "?")} pooling, \
 `{module_spec(hparams, "emotion_head")[0]}` |
 
@@ -386,13 +386,13 @@ def export_run(stage_folder, model_folder, overwrite=False):
     encoder_node = hparams.get("encoder") or {}
     return write_model_folder(
         model_folder,
-        encoder_source=str(hparams["hubert_source"]),
+        encoder_source=str(hparams["encoder_source"]),
         classes=classes,
         module_specs=module_specs,
         checkpoint_files={name: checkpoint.paramfiles[name] for name in HEAD_MODULES},
         encoder_weights=encoder_weights,
         output_layers=_plain(encoder_node.get("output_layers", [-1])),
-        hubert_cache=str(hparams["hubert_cache"]) if hparams.get("hubert_cache") else None,
+        encoder_cache=str(hparams["encoder_cache"]) if hparams.get("encoder_cache") else None,
         model_card=training_model_card(hparams, checkpoint, metrics, classes, system),
         system=system,
         overwrite=overwrite,

@@ -2,7 +2,7 @@
 
 A model folder written by ``gmptl-export`` (``lobes/export.py``) holds everything inference
 needs: ``hyperparams.yaml``, the fine-tuned encoder (``encoder/``, a HF ``save_pretrained``
-folder loaded through the same ``HuBERTEncoder`` as training), the pooling and emotion head
+folder loaded through the same ``SSLEncoder`` as training), the pooling and emotion head
 weights and the label encoder. It loads offline, from any place::
 
     from lobes.inference import EmotionRecognizer

@@ -36,7 +36,7 @@ def write_tiny_hubert(out_dir, n_layers=4, dim=64, conv_dim=16, seed=0):
     Returns
     -------
     str
-        ``out_dir``, usable as ``hubert_source``.
+        ``out_dir``, usable as ``encoder_source``.
 
     Example
     -------

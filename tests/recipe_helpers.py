@@ -25,7 +25,7 @@ def recipe_module(name, recipe_dir=RECIPE_DIR):
     return sys.modules[name]
 
 
-def run_cv(output_folder, data_folder, hubert_source, *extra, overrides_text=CV_TEST_OVERRIDES,
+def run_cv(output_folder, data_folder, encoder_source, *extra, overrides_text=CV_TEST_OVERRIDES,
            check=True):
     """Run run_cv.py in a subprocess with the demo overrides (+ ``overrides_text``)."""
     output_folder = Path(output_folder)
@@ -34,7 +34,7 @@ def run_cv(output_folder, data_folder, hubert_source, *extra, overrides_text=CV_
     test_overrides.write_text(overrides_text)
     command = [
         sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(data_folder),
-        "--output_folder", str(output_folder), "--hubert_source", str(hubert_source),
+        "--output_folder", str(output_folder), "--encoder_source", str(encoder_source),
         "--expected_utterances", "0",
         "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(test_overrides), *extra,
     ]

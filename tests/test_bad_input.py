@@ -23,7 +23,7 @@ from lobes.data import dataio_prepare
 from lobes.frames import n_frames
 from lobes.gmp_labels import LabelMismatchError, expected_frame_counts, write_label_file
 from lobes.hparams_check import check_hparams_keys
-from lobes.hubert import HuBERTEncoder
+from lobes.encoder import SSLEncoder
 from lobes.manifests import check_wavs
 from lobes.pooling import MaskedPooling
 
@@ -118,7 +118,7 @@ def test_other_rates_and_stereo_are_converted_in_the_datasets(manifest, tmp_path
 
 def test_silent_audio_gives_finite_features_loss_and_gradients(tiny_hubert_dir, tmp_path):
     """All-zero audio (the per-utterance normalisation divides by its deviation) trains."""
-    encoder = HuBERTEncoder(tiny_hubert_dir, tmp_path, output_layers=[-1], freeze="none")
+    encoder = SSLEncoder(tiny_hubert_dir, tmp_path, output_layers=[-1], freeze="none")
     pooling = MaskedPooling(mode="mean", input_size=32)
     head = torch.nn.Linear(32, 4)
     wavs = torch.zeros(2, 16000)
@@ -140,7 +140,7 @@ def test_stage_run_with_bad_audio_skip_trains_without_the_bad_files(manifest, tm
     write_fold_manifests(manifest, root / "prepare")
     command = [
         sys.executable, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "baseline.yaml"),
-        f"--data_folder={tmp_path}", f"--hubert_source={demo_hubert_dir}", "--encoder_dim=64",
+        f"--data_folder={tmp_path}", f"--encoder_source={demo_hubert_dir}", "--encoder_dim=64",
         "--skip_prep=True", f"--output_root={root}", "--number_of_epochs=1",
         "--max_batch_length=20",
     ]
@@ -164,7 +164,7 @@ def test_misspelled_key_in_an_hparams_file_stops_before_any_work(tmp_path, demo_
     mine.write_text(text.replace("\nnumber_of_epochs: ", "\nnumbr_of_epochs: "))
     completed = subprocess.run(
         [sys.executable, str(RECIPE_DIR / "train.py"), str(mine), f"--data_folder={tmp_path}",
-         f"--hubert_source={demo_hubert_dir}", f"--output_root={tmp_path / 'out'}"],
+         f"--encoder_source={demo_hubert_dir}", f"--output_root={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode != 0

@@ -89,7 +89,7 @@ def test_rerun_does_no_extraction_or_fitting(fold, demo_corpus_dir, demo_hubert_
     completed = subprocess.run(
         [sys.executable, str(RECIPE_DIR / "extract_gmp.py"),
          str(RECIPE_DIR / "hparams" / "gmp.yaml"),
-         f"--data_folder={demo_corpus_dir}", f"--hubert_source={demo_hubert_dir}",
+         f"--data_folder={demo_corpus_dir}", f"--encoder_source={demo_hubert_dir}",
          "--encoder_dim=64", "--expected_utterances=0", "--skip_prep=True", "--gmp_layer=2",
          "--gmp_scales=[8, 16, 32]", f"--output_root={fold_dir}"],
         capture_output=True, text=True,

@@ -48,7 +48,7 @@ def run_step(step, root, corpus, hubert, kill=None):
     script, hparams, options = STEPS[step]
     command = [sys.executable, *([str(KILL_AT), kill] if kill else []), str(RECIPE_DIR / script),
                str(RECIPE_DIR / "hparams" / hparams), f"--data_folder={corpus}",
-               f"--hubert_source={hubert}", "--encoder_dim=64", "--expected_utterances=0",
+               f"--encoder_source={hubert}", "--encoder_dim=64", "--expected_utterances=0",
                f"--output_root={root}", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 

@@ -11,14 +11,14 @@ from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
 from lobes.frames import TooShortError, n_frames
 from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead, multi_scale_frame_loss
-from lobes.hubert import HuBERTEncoder
+from lobes.encoder import SSLEncoder
 from lobes.pooling import MaskedPooling
 
 
 @pytest.fixture(scope="module")
 def encoder(tiny_hubert_dir, tmp_path_factory):
     torch.manual_seed(0)
-    model = HuBERTEncoder(tiny_hubert_dir, tmp_path_factory.mktemp("save"),
+    model = SSLEncoder(tiny_hubert_dir, tmp_path_factory.mktemp("save"),
                           output_layers=[0, 1, 2, 3], freeze="none")
     return model.eval()
 
@@ -60,10 +60,10 @@ def test_layer_selection_returns_hf_hidden_states(encoder, tiny_hubert_dir):
 
 
 def test_negative_and_invalid_layers(tiny_hubert_dir, tmp_path):
-    model = HuBERTEncoder(tiny_hubert_dir, tmp_path, output_layers=[-1, 1])
+    model = SSLEncoder(tiny_hubert_dir, tmp_path, output_layers=[-1, 1])
     assert model.output_layers == [3, 1]
     with pytest.raises(ValueError, match="valid indices are 0..3"):
-        HuBERTEncoder(tiny_hubert_dir, tmp_path, output_layers=[4])
+        SSLEncoder(tiny_hubert_dir, tmp_path, output_layers=[4])
 
 
 def test_padding_content_changes_neither_pooling_nor_frame_loss(encoder):
@@ -134,8 +134,8 @@ def test_am_softmax_margin_in_training_loss_only():
     [("none", True, True), ("cnn", False, True), ("all", False, False)],
 )
 def test_freeze_options(tiny_hubert_dir, tmp_path, freeze, cnn_trainable, transformer_trainable):
-    model = HuBERTEncoder(tiny_hubert_dir, tmp_path, freeze=freeze)
-    hf = model.hubert.model
+    model = SSLEncoder(tiny_hubert_dir, tmp_path, freeze=freeze)
+    hf = model.model
     assert all(p.requires_grad == cnn_trainable for p in hf.feature_extractor.parameters())
     assert all(p.requires_grad == transformer_trainable for p in hf.encoder.layers.parameters())
     model.train()
@@ -152,9 +152,9 @@ def test_tiny_model_round_trips_offline(tmp_path, monkeypatch):
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 48
     assert (out / "preprocessor_config.json").exists()
-    encoder = HuBERTEncoder(str(out), tmp_path / "save", output_layers=[-1])
+    encoder = SSLEncoder(str(out), tmp_path / "save", output_layers=[-1])
     saved = HubertModel.from_pretrained(out).state_dict()
-    loaded = encoder.hubert.model.state_dict()
+    loaded = encoder.model.state_dict()
     assert saved.keys() == loaded.keys()
     for key, value in saved.items():
         assert torch.equal(value, loaded[key]), key

@@ -39,7 +39,7 @@ def killed_and_resumed(tmp_path_factory, small_corpus, demo_hubert_dir):
     overrides.write_text(SHORT)
     command = [
         sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(small_corpus),
-        "--output_folder", str(output), "--hubert_source", str(demo_hubert_dir),
+        "--output_folder", str(output), "--encoder_source", str(demo_hubert_dir),
         "--expected_utterances", "0", "--folds", "1,2", "--systems", "gmp_tl,baseline",
         "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(overrides),
     ]
@@ -127,7 +127,7 @@ def test_two_processes_ddp_extraction_and_training(killed_and_resumed, small_cor
     """torchrun --nproc_per_node=2 with gloo: GMP extraction split over ranks, DDP training."""
     output, _, _ = killed_and_resumed
     fold_dir = output / "fold1"
-    common = [f"--data_folder={small_corpus}", f"--hubert_source={demo_hubert_dir}",
+    common = [f"--data_folder={small_corpus}", f"--encoder_source={demo_hubert_dir}",
               "--encoder_dim=64", "--expected_utterances=0", "--skip_prep=True",
               f"--output_root={fold_dir}", "--distributed_backend=gloo"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]

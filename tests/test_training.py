@@ -16,7 +16,7 @@ from lobes.data import make_label_encoder
 from lobes.frames import n_frames
 from lobes.gmp_labels import read_label_file
 from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead
-from lobes.hubert import HuBERTEncoder
+from lobes.encoder import SSLEncoder
 
 DEMO_SCALES = (8, 16, 32)  # hparams/demo.yaml
 DEMO_LAYER = 2
@@ -62,7 +62,7 @@ def test_stage2_really_starts_from_stage1_weights(cv_run, demo_corpus_dir, demo_
     # learning rates 0: the exported encoder is exactly what stage 2 started from
     command = [
         sys.executable, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "stage2.yaml"),
-        f"--data_folder={demo_corpus_dir}", f"--hubert_source={demo_hubert_dir}",
+        f"--data_folder={demo_corpus_dir}", f"--encoder_source={demo_hubert_dir}",
         "--encoder_dim=64", "--expected_utterances=0", "--skip_prep=True",
         f"--output_root={cv_run / 'fold1'}", f"--output_folder={output_folder}",
         f"--encoder_init={stage1_encoder}", "--number_of_epochs=1", "--lr=0.0",
@@ -71,7 +71,7 @@ def test_stage2_really_starts_from_stage1_weights(cv_run, demo_corpus_dir, demo_
     subprocess.run(command, check=True, capture_output=True)
     started_from = torch.load(output_folder / "encoder.ckpt", weights_only=True)
     stage1 = torch.load(stage1_encoder, weights_only=True)
-    pretrained = HuBERTEncoder(demo_hubert_dir, tmp_path / "cache").state_dict()
+    pretrained = SSLEncoder(demo_hubert_dir, tmp_path / "cache").state_dict()
     assert started_from.keys() == stage1.keys()
     assert all(torch.equal(started_from[key], stage1[key]) for key in stage1)
     # and stage 1 did move the transformer away from the pre-trained weights
@@ -108,7 +108,7 @@ def test_am_softmax_margin_in_training_loss_only():
 
 def test_padded_frames_leave_stage1_loss_unchanged(tiny_hubert_dir, tmp_path):
     gmp_brain = recipe_module("train").GMPBrain
-    encoder = HuBERTEncoder(tiny_hubert_dir, tmp_path, freeze="none").eval()
+    encoder = SSLEncoder(tiny_hubert_dir, tmp_path, freeze="none").eval()
     scales = [4, 8]
     brain = gmp_brain(
         modules={"encoder": encoder, "frame_head": MultiScaleFrameHead(32, scales)},

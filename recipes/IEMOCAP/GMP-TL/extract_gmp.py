@@ -21,11 +21,13 @@ Usage::
 """
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import speechbrain as sb
 import torch
+from speechbrain.utils.autocast import AMPConfig, TorchAutocast
 from tqdm import tqdm
 
 from lobes.brain import load_encoder_weights
@@ -41,7 +43,7 @@ from lobes.gmp_labels import (
 )
 from lobes.io_utils import atomic_write, write_json_atomic
 from lobes.kmeans import assign_labels_streaming, fit_kmeans
-from lobes.recipe import load_recipe
+from lobes.recipe import load_recipe, run_main
 
 logger = logging.getLogger(__name__)
 GENDERS = ("F", "M")
@@ -202,7 +204,7 @@ def cluster_scales(hparams, manifests):
                         "layer": layer, "k": n_label_ids, "clusters_per_group": k,
                         "gender_split": bool(hparams["gmp_gender_split"]),
                         "kmeans_model": [path for _, _, path in models.values()],
-                        "split": split, "hubert_source": str(hparams["hubert_source"]),
+                        "split": split, "encoder_source": str(hparams["encoder_source"]),
                         "stage0_encoder": str(Path(hparams["stage0_folder"]) / "encoder.ckpt"),
                     })
             valid_labels = read_label_file(paths["valid"])
@@ -216,7 +218,9 @@ def cluster_scales(hparams, manifests):
 
 
 def main(argv=None):
-    hparams, run_opts = load_recipe(argv)
+    hparams, run_opts = load_recipe(__file__, argv)
+    if hparams is None:  # finished earlier with the same settings
+        return
     distributed = torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
     world_size = torch.distributed.get_world_size() if distributed else 1
@@ -228,7 +232,9 @@ def main(argv=None):
                             hparams["bad_audio"])
         for split in SPLITS
     }
-    extract_features(hparams, manifests, device, rank, world_size)
+    precision = AMPConfig.from_name(run_opts.get("eval_precision") or "fp32").dtype
+    with TorchAutocast(device_type=torch.device(device).type, dtype=precision):
+        extract_features(hparams, manifests, device, rank, world_size)
     sb.utils.distributed.ddp_barrier()
     if not sb.utils.distributed.if_main_process():
         return
@@ -238,10 +244,10 @@ def main(argv=None):
         handle.write(report_to_markdown(reports))
     write_json_atomic(gmp_folder / "cluster_report.json", reports)
     logger.info("GMP extraction complete: %s", gmp_folder / "cluster_report.md")
-    if hparams["delete_cache"]:
-        for path in Path(hparams["cache_folder"]).glob("*"):
-            path.unlink()
+    if not hparams["keep_feature_cache"]:
+        shutil.rmtree(hparams["cache_folder"], ignore_errors=True)
+        logger.info("feature cache deleted (keep_feature_cache: False)")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

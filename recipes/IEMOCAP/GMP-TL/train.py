@@ -17,14 +17,13 @@ Usage::
 from pathlib import Path
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
 
 from lobes.brain import EncoderBrain
 from lobes.data import dataio_prepare
 from lobes.frames import frame_mask
 from lobes.gmp_labels import read_label_meta
 from lobes.heads import multi_scale_frame_loss
-from lobes.recipe import load_recipe
+from lobes.recipe import load_recipe, run_main
 
 SPLITS = ("train", "valid", "test")
 
@@ -130,24 +129,21 @@ def gmp_label_files(hparams):
     return files
 
 
-if __name__ == "__main__":
-    hparams, run_opts = load_recipe()
+def main():
+    hparams, run_opts = load_recipe(__file__)
+    if hparams is None:  # finished earlier with the same settings
+        return
     brain_class = {"stage1": GMPBrain, "stage2": EmotionBrain, "baseline": EmotionBrain}[
-        hparams["stage"]
+        hparams["step"]
     ]
     label_files = None
-    if hparams["stage"] == "stage1":
+    if hparams["step"] == "stage1":
         label_files = gmp_label_files(hparams)
         if hparams["alpha"] == 0:
             # unused parameters would stall DDP's gradient reduction
             del hparams["modules"]["emotion_head"], hparams["modules"]["pooling"]
     datasets, label_encoder = dataio_prepare(hparams, label_files)
     hparams["label_encoder"] = label_encoder
-
-    if hparams.get("encoder_init"):
-        # parameter transfer from the previous stage's exported encoder
-        run_on_main(hparams["pretrainer"].collect_files)
-        hparams["pretrainer"].load_collected()
 
     brain = brain_class(
         modules=hparams["modules"],
@@ -156,3 +152,7 @@ if __name__ == "__main__":
         checkpointer=hparams["checkpointer"],
     )
     brain.fit_and_test(datasets)
+
+
+if __name__ == "__main__":
+    run_main(main)

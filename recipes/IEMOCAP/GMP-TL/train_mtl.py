@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from lobes.brain import EncoderBrain
 from lobes.data import dataio_prepare
-from lobes.recipe import load_recipe
+from lobes.recipe import load_recipe, run_main
 
 
 class MTLBrain(EncoderBrain):
@@ -41,8 +41,10 @@ class MTLBrain(EncoderBrain):
         return emotion_loss + self.hparams.lambda_gender * gender_loss
 
 
-if __name__ == "__main__":
-    hparams, run_opts = load_recipe()
+def main():
+    hparams, run_opts = load_recipe(__file__)
+    if hparams is None:  # finished earlier with the same settings
+        return
     datasets, label_encoder = dataio_prepare(hparams)
     hparams["label_encoder"] = label_encoder
     brain = MTLBrain(
@@ -52,3 +54,7 @@ if __name__ == "__main__":
         checkpointer=hparams["checkpointer"],
     )
     brain.fit_and_test(datasets)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,185 @@
+"""Disk: one copy of a finished step's weights, and the plan of a whole run before it starts.
+
+A training step keeps SpeechBrain checkpoints while it runs (the best and the latest, each with
+the encoder and Adam's two moments: about 3.8 GB for hubert-large), so that it resumes exactly.
+Once it has finished, ``finish_step`` keeps one copy of its weights: the exported
+``encoder.ckpt`` is a hard link to the selected checkpoint's encoder file (a copy where the file
+system has no hard links), the other checkpoints and every optimizer state are deleted, and the
+heads of the selected checkpoint stay for ``gmptl-export``. ``plan`` estimates what a
+cross-validation run needs at its peak, from the encoder's parameter count and the manifests.
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+from transformers import AutoModel
+
+from lobes.encoder import encoder_config
+from lobes.frames import n_frames
+from lobes.io_utils import atomic_write
+
+logger = logging.getLogger(__name__)
+
+GB = 1e9
+FLOAT32 = 4
+FEATURE_BYTES = 2  # the feature cache holds float16
+SAMPLE_RATE = 16000
+
+
+def parameter_counts(source, cache_dir=None):
+    """``(all, convolutional front end)`` parameter counts of an encoder, nothing allocated.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.tiny_hubert import write_tiny_hubert
+    >>> total, front_end = parameter_counts(write_tiny_hubert(tempfile.mkdtemp(), 1, 8))
+    >>> total > front_end > 0
+    True
+    """
+    with torch.device("meta"):
+        model = AutoModel.from_config(encoder_config(source, cache_dir))
+    total = sum(parameter.numel() for parameter in model.parameters())
+    front_end = sum(parameter.numel() for parameter in model.feature_extractor.parameters())
+    return total, front_end
+
+
+def _same_file(first, second):
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def export_weights(source, destination):
+    """Publish ``source`` as ``destination`` atomically: a hard link, or a copy without one."""
+    destination = Path(destination)
+    temporary = destination.with_name(f".{destination.name}.linking")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+        os.replace(temporary, destination)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        with open(source, "rb") as reader, atomic_write(destination, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+
+
+def finish_step(save_folder, exported, selected):
+    """Keep one copy of a finished step's weights and no optimizer state.
+
+    Arguments
+    ---------
+    save_folder : str or Path
+        The step's checkpoint folder.
+    exported : str or Path
+        The step's ``encoder.ckpt`` (written first, by ``export_weights``).
+    selected : speechbrain.utils.checkpoints.Checkpoint or None
+        The checkpoint the test used; None finds the one whose encoder file ``exported`` is.
+
+    Returns
+    -------
+    int
+        Bytes freed.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> optimizer = torch.optim.Adam(layer.parameters())
+    >>> checkpointer = Checkpointer(folder / "save", {"encoder": layer, "optimizer": optimizer})
+    >>> first = checkpointer.save_checkpoint(meta={"UA": 0.5})
+    >>> second = checkpointer.save_checkpoint(meta={"UA": 0.4})
+    >>> export_weights(first.paramfiles["encoder"], folder / "encoder.ckpt")
+    >>> finish_step(folder / "save", folder / "encoder.ckpt", None) > 0
+    True
+    >>> [sorted(p.name for p in c.path.iterdir()) for c in checkpointer.list_checkpoints()]
+    [['CKPT.yaml', 'encoder.ckpt']]
+    """
+    checkpoints = Checkpointer(save_folder).list_checkpoints()
+    if selected is None:
+        selected = next((checkpoint for checkpoint in checkpoints
+                         if _same_file(checkpoint.paramfiles.get("encoder", ""), exported)), None)
+    if selected is None:  # exported as a copy: nothing says which checkpoint it came from
+        logger.warning("%s: cannot tell the selected checkpoint; kept all", save_folder)
+        return 0
+    freed = 0
+    for checkpoint in checkpoints:
+        if checkpoint.path == selected.path:
+            continue
+        freed += sum(path.stat().st_size for path in checkpoint.path.iterdir())
+        shutil.rmtree(checkpoint.path)
+    for name, path in selected.paramfiles.items():
+        if name.startswith("optimizer") and Path(path).exists():
+            freed += Path(path).stat().st_size
+            Path(path).unlink()
+    if freed:
+        logger.info("%s: kept the selected checkpoint's weights; freed %.2f GB", save_folder,
+                    freed / GB)
+    return freed
+
+
+def feature_cache_bytes(manifests, dim, n_layers):
+    """Bytes of the float16 feature cache of a fold: every frame of every split and layer."""
+    frames = sum(n_frames(round(entry["duration"] * SAMPLE_RATE))
+                 for manifest in manifests for entry in manifest.values())
+    return frames * dim * n_layers * FEATURE_BYTES
+
+
+def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
+         hub_download=True, keep_feature_cache=False):
+    """The disk a cross-validation run needs, as ``[(line, bytes)]`` and the peak in bytes.
+
+    Kept: one encoder per training step of every fold. At the peak, one step is training with
+    up to three checkpoints at once (SpeechBrain writes the new one before deleting the old
+    best or latest), each with the encoder and Adam's two moments of its trainable
+    parameters; the feature cache of a fold exists only during its extraction unless kept.
+
+    Example
+    -------
+    >>> lines, peak = plan(4, 5, 315_000_000, 4_000_000, 2_600_000_000)
+    >>> round(peak / GB, 1)
+    37.8
+    """
+    weights = total_params * FLOAT32
+    trainable = (total_params - front_end_params) * FLOAT32
+    checkpoint = weights + 2 * trainable
+    kept = steps_per_fold * n_folds * weights
+    training = 3 * checkpoint
+    cache = cache_bytes * (n_folds if keep_feature_cache else 1)
+    lines = [
+        (f"weights kept: {n_folds} folds x {steps_per_fold} training steps x "
+         f"{weights / GB:.2f} GB", kept),
+        ("pre-trained encoder downloaded once" if hub_download
+         else "pre-trained encoder: a local folder (nothing downloaded)",
+         weights if hub_download else 0),
+        (f"while a step trains: up to 3 checkpoints x {checkpoint / GB:.2f} GB "
+         "(encoder + Adam moments)", training),
+        ("feature cache of " + (f"{n_folds} folds (kept)" if keep_feature_cache
+                                else "one fold, while it is clustered"), cache),
+    ]
+    peak = kept + lines[1][1] + max(training, cache if not keep_feature_cache else 0)
+    if keep_feature_cache:
+        peak += cache
+    return lines, peak
+
+
+def check_free_space(folder, needed, what="this run"):
+    """Stop with a clear error when ``folder``'s file system has less than ``needed`` free."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise OSError(
+            f"{what} needs about {needed / GB:.1f} GB of disk at its peak but {probe} has "
+            f"{free / GB:.1f} GB free: free some space, choose another --output_folder, or run "
+            "fewer folds or systems at a time (--skip_disk_check runs anyway)"
+        )
+    return free
