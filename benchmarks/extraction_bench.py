@@ -74,7 +74,6 @@ def base_hparams(model_folder, stage0_folder, dim, work, name, layers, scales, c
         "kmeans_iterations": 20,
         "sklearn_options": {},
         "seed": 1986,
-        "extraction_batch_size": 8,
     }
 
 

@@ -37,9 +37,9 @@ from bench_utils import interleaved, load_note, machine_line, recipe_module, wri
 from speechbrain.dataio.batch import PaddedBatch
 
 from lobes.data import make_label_encoder
+from lobes.encoder import SSLEncoder
 from lobes.frames import n_frames
 from lobes.heads import MultiScaleFrameHead, SoftmaxCELoss, multi_scale_frame_loss
-from lobes.encoder import SSLEncoder
 from lobes.pooling import MaskedPooling
 
 GMP_SCALES = [64, 256, 1024]

@@ -40,13 +40,21 @@ def load_encoder_weights(encoder, path):
             f"encoder checkpoint {path} not found: run the stage that writes it first"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        encoder.load_state_dict(state)
-    except RuntimeError as error:
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    resized = sorted(key for key in set(expected) & set(state)
+                     if expected[key].shape != state[key].shape)
+    if missing or resized or set(state) - set(expected):
+        problem = (f"{len(missing)} missing tensors (e.g. {missing[0]})" if missing else
+                   f"{len(resized)} tensors of other shapes (e.g. {resized[0]}: "
+                   f"{tuple(state[resized[0]].shape)} in the file, "
+                   f"{tuple(expected[resized[0]].shape)} here)" if resized else
+                   "tensors this encoder does not have")
         raise RuntimeError(
-            f"encoder checkpoint {path} does not fit this encoder ({error}); was it written "
+            f"encoder checkpoint {path} does not fit this encoder: {problem}; was it written "
             "with another encoder_source?"
-        ) from error
+        )
+    encoder.load_state_dict(state)
 
 
 class EncoderBrain(sb.Brain):

@@ -208,7 +208,12 @@ def parse_args(argv=None):
                              "input file to OUT.png, with several to OUT_<file stem>.png beside it")
     parser.add_argument("--batch_size", type=int, default=8, help="files per batch (default 8)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
-    return parser.parse_args(argv)
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="autocast precision of the encoder and heads (default fp32)")
+    args = parser.parse_args(argv)
+    if args.frames and not args.json:
+        parser.error("--frames adds the per-frame scores to the JSON records: use it with --json")
+    return args
 
 
 def main(argv=None):
@@ -218,7 +223,7 @@ def main(argv=None):
     if not audio_files:
         raise SystemExit(f"gmptl-classify: error: no *.wav or *.flac file in {args.inputs}")
     recognizer = EmotionRecognizer.from_hparams(
-        source=args.model_folder, run_opts={"device": args.device}
+        source=args.model_folder, run_opts={"device": args.device, "precision": args.precision}
     )
     results, failures = classify_files(
         recognizer, audio_files, args.batch_size, args.plot, progress=len(audio_files) > 1

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from lobes.hparams import PROJECT_ROOT, HparamsError, did_you_mean
+from lobes.manifests import PreparationError
 
 RECIPES_ROOT = PROJECT_ROOT / "recipes"
 # hparams keys passed to every prepare function that takes them
@@ -99,7 +100,7 @@ def read_classes(prepare_folder):
     """The class list a preparation wrote to ``classes.json``."""
     path = Path(prepare_folder) / "classes.json"
     if not path.exists():
-        raise FileNotFoundError(
+        raise PreparationError(
             f"{path} not found: the fold is not prepared; run without skip_prep, or run the "
             "corpus preparation first"
         )

@@ -20,6 +20,7 @@ from speechbrain.dataio.sampler import DynamicBatchSampler
 from lobes.audio import AudioError, audio_info, read_audio
 from lobes.frames import RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
 from lobes.gmp_labels import check_labels_against_manifest, fit_labels_to_frames, read_label_file
+from lobes.manifests import PreparationError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ GENDERS = ("F", "M")
 MIN_DURATION = RECEPTIVE_FIELD / SAMPLE_RATE
 # A wav whose length differs from its manifest entry by more than this was replaced or cut.
 DURATION_TOLERANCE = 0.01
+# Fewer validation utterances than this draw a warning (our choice: one decision in ten).
+MIN_VALID_UTTERANCES = 10
 
 
 def load_manifest(path):
@@ -272,6 +275,31 @@ def audio_dataset(manifest):
     return dataset
 
 
+def check_split_sizes(manifests):
+    """Stop on an empty split; warn when the validation split is too small to select on.
+
+    Example
+    -------
+    >>> try:
+    ...     check_split_sizes({"train": {"a": {}}, "valid": {}, "test": {"b": {}}})
+    ... except PreparationError as error:
+    ...     print(str(error).split(":")[0])
+    the valid split is empty
+    """
+    for split, manifest in manifests.items():
+        if not manifest:
+            hint = ("model selection needs validation utterances; raise valid_ratio (each "
+                    "training speaker gives round(valid_ratio * n))" if split == "valid"
+                    else "check the preparation's folds and classes")
+            raise PreparationError(f"the {split} split is empty: {hint}")
+    if len(manifests["valid"]) < MIN_VALID_UTTERANCES:
+        logger.warning(
+            "the valid split holds %d utterances (under %d): checkpoint selection on it is "
+            "noisy; raise valid_ratio for a steadier choice", len(manifests["valid"]),
+            MIN_VALID_UTTERANCES,
+        )
+
+
 def dataio_prepare(hparams, gmp_label_paths=None):
     """Build the train, valid and test datasets of one fold.
 
@@ -297,6 +325,7 @@ def dataio_prepare(hparams, gmp_label_paths=None):
                             hparams.get("bad_audio", "error"))
         for split in SPLITS
     }
+    check_split_sizes(manifests)
     classes = emotion_classes(manifests["train"], hparams.get("emotion_classes"))
     if hparams.get("n_emotions", len(classes)) != len(classes):
         raise ValueError(

@@ -18,7 +18,6 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 from transformers import AutoModel
 
-from lobes.encoder import encoder_config
 from lobes.frames import n_frames
 from lobes.io_utils import atomic_write
 
@@ -30,19 +29,26 @@ FEATURE_BYTES = 2  # the feature cache holds float16
 SAMPLE_RATE = 16000
 
 
-def parameter_counts(source, cache_dir=None):
+def parameter_counts(config):
     """``(all, convolutional front end)`` parameter counts of an encoder, nothing allocated.
+
+    Arguments
+    ---------
+    config : transformers.PretrainedConfig
+        The encoder's configuration (``lobes.encoder.encoder_config(source)``).
 
     Example
     -------
     >>> import tempfile
+    >>> from lobes.encoder import encoder_config
     >>> from lobes.tiny_hubert import write_tiny_hubert
-    >>> total, front_end = parameter_counts(write_tiny_hubert(tempfile.mkdtemp(), 1, 8))
+    >>> config = encoder_config(write_tiny_hubert(tempfile.mkdtemp(), 1, 8))
+    >>> total, front_end = parameter_counts(config)
     >>> total > front_end > 0
     True
     """
     with torch.device("meta"):
-        model = AutoModel.from_config(encoder_config(source, cache_dir))
+        model = AutoModel.from_config(config)
     total = sum(parameter.numel() for parameter in model.parameters())
     front_end = sum(parameter.numel() for parameter in model.feature_extractor.parameters())
     return total, front_end
@@ -144,7 +150,7 @@ def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
     -------
     >>> lines, peak = plan(4, 5, 315_000_000, 4_000_000, 2_600_000_000)
     >>> round(peak / GB, 1)
-    37.8
+    37.7
     """
     weights = total_params * FLOAT32
     trainable = (total_params - front_end_params) * FLOAT32
@@ -183,3 +189,33 @@ def check_free_space(folder, needed, what="this run"):
             "fewer folds or systems at a time (--skip_disk_check runs anyway)"
         )
     return free
+
+
+def print_plan(values, n_folds, steps_per_fold, unfinished_share, with_extraction=True,
+               check_folder=None):
+    """Print the disk plan of a cross-validation run and, with ``check_folder``, stop when its
+    file system has less free space than the unfinished part needs.
+
+    ``values`` are the resolved hparams of a fold's GMP extraction (encoder, GMP layers,
+    manifests, ``keep_feature_cache``); ``unfinished_share`` the share of training steps still
+    to run.
+    """
+    from lobes.data import load_manifest
+    from lobes.encoder import encoder_config
+
+    total, front_end = parameter_counts(encoder_config(values["encoder_source"],
+                                                       values["encoder_cache"]))
+    manifests = [load_manifest(values[f"{split}_annotation"])
+                 for split in ("train", "valid", "test")]
+    cache = feature_cache_bytes(manifests, values["encoder_dim"], len(values["gmp_layers"])) \
+        if with_extraction else 0
+    lines, peak = plan(steps_per_fold, n_folds, total, front_end, cache,
+                       hub_download=not Path(values["encoder_source"]).exists(),
+                       keep_feature_cache=bool(values.get("keep_feature_cache")))
+    print(f"disk plan ({total / 1e6:.1f} M encoder parameters):")
+    for line, size in lines:
+        print(f"  {size / GB:7.2f} GB  {line}")
+    print(f"  {peak / GB:7.2f} GB  at the peak, for the whole run")
+    if check_folder is not None:
+        free = check_free_space(check_folder, peak * unfinished_share, "the remaining steps")
+        print(f"  {free / GB:7.2f} GB  free in {check_folder}", flush=True)

@@ -27,7 +27,6 @@ Encoders):
 
 import functools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from speechbrain.integrations.huggingface.hubert import HuBERT
@@ -244,16 +243,18 @@ class SSLEncoder(torch.nn.Module):
         Utterances shorter than one mask span get none (HF's own draw fails on such batches).
         """
         config = self.model.config
-        mask = np.zeros((len(frame_counts), max_frames), dtype=bool)
-        if max_frames >= config.mask_time_length:
-            mask = _compute_mask_indices(
-                (len(frame_counts), max_frames),
-                mask_prob=config.mask_time_prob,
-                mask_length=config.mask_time_length,
-                attention_mask=frame_mask(frame_counts.cpu(), max_frames).long(),
-                min_masks=config.mask_time_min_masks,
-            )
-        return torch.as_tensor(mask, device=frame_counts.device)
+        real = frame_mask(frame_counts.cpu(), max_frames)
+        if max_frames < config.mask_time_length:
+            return torch.zeros_like(real, device=frame_counts.device)
+        mask = _compute_mask_indices(
+            (len(frame_counts), max_frames),
+            mask_prob=config.mask_time_prob,
+            mask_length=config.mask_time_length,
+            attention_mask=real.long(),
+            min_masks=config.mask_time_min_masks,
+        )
+        # HF marks a padding frame of utterances that get no span: keep real frames only
+        return (torch.as_tensor(mask) & real).to(frame_counts.device)
 
     def forward(self, wavs, wav_lens=None):
         """Encode a batch.

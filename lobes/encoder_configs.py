@@ -80,11 +80,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
+from lobes.disk import parameter_counts
+
 __all__ = [
     "HUB_CONFIGS",
     "SHRUNK_SIZE",
     "SIZE_FIELDS",
-    "encoder_config",
+    "hub_config",
     "parameter_count",
     "shrunk",
     "write_random_encoder",
@@ -415,7 +417,7 @@ def _entry(name):
     return HUB_CONFIGS[name]
 
 
-def encoder_config(name, n_layers=None, hidden_size=None, conv_dim=None):
+def hub_config(name, n_layers=None, hidden_size=None, conv_dim=None):
     """Return the ``config.json`` values of encoder ``name``, optionally shrunk.
 
     Shrinking changes depth and width only (the fields in ``SIZE_FIELDS``): ``intermediate_size``
@@ -443,7 +445,7 @@ def encoder_config(name, n_layers=None, hidden_size=None, conv_dim=None):
 
     Example
     -------
-    >>> cfg = encoder_config("wavlm_large", n_layers=2, hidden_size=40, conv_dim=16)
+    >>> cfg = hub_config("wavlm_large", n_layers=2, hidden_size=40, conv_dim=16)
     >>> cfg["num_attention_heads"], cfg["intermediate_size"], cfg["num_conv_pos_embedding_groups"]
     (10, 160, 10)
     >>> cfg["mask_time_prob"], cfg["do_stable_layer_norm"], cfg["conv_stride"]
@@ -490,7 +492,7 @@ def write_random_encoder(name, out_dir, n_layers=None, hidden_size=None, conv_di
     loads offline like the hub checkpoint (``transformers.AutoModel.from_pretrained``,
     ``Wav2Vec2FeatureExtractor.from_pretrained``, SpeechBrain's HF wrappers). Without size
     arguments the model is full size; with them it is shrunk in depth and width only (see
-    ``encoder_config``), every behaviour flag staying as on the hub.
+    ``hub_config``), every behaviour flag staying as on the hub.
 
     Arguments
     ---------
@@ -499,7 +501,7 @@ def write_random_encoder(name, out_dir, n_layers=None, hidden_size=None, conv_di
     out_dir : str or Path
         Destination folder (created).
     n_layers, hidden_size, conv_dim : int, optional
-        Shrunk sizes, see ``encoder_config``.
+        Shrunk sizes, see ``hub_config``.
     seed : int
         Seed of the random weights.
 
@@ -525,7 +527,7 @@ def write_random_encoder(name, out_dir, n_layers=None, hidden_size=None, conv_di
     torch.Size([1, 49, 32])
     """
     entry = _entry(name)
-    cfg = encoder_config(name, n_layers=n_layers, hidden_size=hidden_size, conv_dim=conv_dim)
+    cfg = hub_config(name, n_layers=n_layers, hidden_size=hidden_size, conv_dim=conv_dim)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -569,25 +571,13 @@ def shrunk(name, out_dir=None, seed=0):
 def parameter_count(name):
     """Count the parameters of the full-size base model ``name`` without allocating it.
 
-    The model is built on the ``meta`` device. The count is that of the transformers base model
-    (``HubertModel`` / ``WavLMModel`` / ``Wav2Vec2Model``), weight-normed positional convolution
-    and ``masked_spec_embed`` included, no pre-training or CTC head.
-
-    Arguments
-    ---------
-    name : str
-        A key of ``HUB_CONFIGS``.
-
-    Returns
-    -------
-    int
+    The count is that of the transformers base model (``HubertModel`` / ``WavLMModel`` /
+    ``Wav2Vec2Model``), weight-normed positional convolution and ``masked_spec_embed``
+    included, no pre-training or CTC head (``lobes.disk.parameter_counts``).
 
     Example
     -------
     >>> round(parameter_count("hubert_base") / 1e6, 1)
     94.4
     """
-    cfg = encoder_config(name)
-    with torch.device("meta"):
-        model = AutoModel.from_config(_auto_config(cfg))
-    return sum(p.numel() for p in model.parameters())
+    return parameter_counts(_auto_config(hub_config(name)))[0]

@@ -38,6 +38,8 @@ from lobes.encoder import SSLEncoder
 from lobes.inference import quiet_library_logs
 
 HEAD_MODULES = ("pooling", "emotion_head")
+STEP_NAMES = {"stage0": "the emotion + gender multi-task stage, which feeds the GMP extraction",
+              "gmp": "the GMP extraction", "stage1": "frame-level GMP prediction"}
 SELECTION_KEY = "UA"
 
 
@@ -301,6 +303,22 @@ def _manifest_size(path):
         return None
 
 
+def fold_text(hparams):
+    """How the run's test fold was held out, in the corpus' own terms.
+
+    Example
+    -------
+    >>> fold_text({"corpus": "cremad", "test_session": 2})
+    'test fold 2 (speaker-independent folds: no test speaker in training)'
+    """
+    corpus, fold = hparams.get("corpus", "iemocap"), hparams.get("test_session", "?")
+    if corpus == "iemocap":
+        return f"test session {fold} (leave-one-session-out)"
+    if corpus == "msppodcast":
+        return "the official test set (Train / Development / Test split)"
+    return f"test fold {fold} (speaker-independent folds: no test speaker in training)"
+
+
 def training_model_card(hparams, checkpoint, metrics, classes, system):
     """The ``README.md`` of an exported run: data, fold, encoder, scores, date, usage."""
     sizes = {split: _manifest_size(hparams.get(f"{split}_annotation"))
@@ -332,7 +350,7 @@ def training_model_card(hparams, checkpoint, metrics, classes, system):
 | classes | {", ".join(classes)} |
 | test scores | {test_scores} |
 | selected checkpoint | epoch {epoch}, valid UA {valid_ua_text} |
-| fold | test session {hparams.get("test_session", "?")} (leave-one-session-out) |
+| fold | {fold_text(hparams)} |
 | training data | corpus `{hparams.get("data_folder", "?")}`; {sizes_text} utterances |
 | encoder | fine-tuned from `{hparams.get("encoder_source", "?")}` |
 | pooling / head | {module_spec(hparams, "pooling")[1].get("mode", "?")} pooling, \
@@ -368,7 +386,12 @@ def export_run(stage_folder, model_folder, overwrite=False):
     """
     stage_folder = Path(stage_folder)
     hparams = read_training_hparams(stage_folder)
-    system = str(hparams.get("stage", "stage2"))
+    system = str(hparams.get("step", "stage2"))
+    if system not in ("stage2", "baseline"):
+        raise ValueError(
+            f"{stage_folder} is a {system} run ({STEP_NAMES.get(system, system)}); export the "
+            "output folder of a stage-2 or baseline run, which classifies emotions"
+        )
     encoder_weights = stage_folder / "encoder.ckpt"
     if not encoder_weights.exists():
         raise FileNotFoundError(

@@ -36,8 +36,14 @@ from lobes import hparams as hp
 from lobes import settings as step_records
 from lobes.corpora import prepare_fold, read_classes
 from lobes.disk import finish_step
+from lobes.encoder import encoder_config
 
 logger = logging.getLogger(__name__)
+# SpeechBrain's train logger warns when imported that torchvision is missing, which matters only
+# for image logging (unused here): keep that misleading line off the console
+logging.getLogger("speechbrain.utils.train_logger").addFilter(
+    lambda record: "torchvision is not available" not in record.getMessage()
+)
 
 # hparams keys that follow from others and cannot be set
 DERIVED = {
@@ -186,6 +192,20 @@ def encoder_init_step(values):
     return (name, path.parent, path.name)
 
 
+def check_layers(values):
+    """The GMP layers must exist in the encoder (the extraction and stage 1 read them)."""
+    if values["step"] not in ("gmp", "stage1"):
+        return
+    n_layers = encoder_config(values["encoder_source"], values["encoder_cache"]).num_hidden_layers
+    wrong = [layer for layer in values["gmp_layers"] if not -n_layers - 1 <= layer <= n_layers]
+    if wrong:
+        raise hp.HparamsError(
+            f"gmp_layers {wrong} do not exist in {values['encoder_source']}, which has "
+            f"{n_layers} transformer layers: set gmp_layer between 0 and {n_layers} (the "
+            "encoder fragments in hparams/encoders/ set the middle layer)"
+        )
+
+
 def previous_steps(values):
     """``[(name, folder, file)]``: the outputs of earlier steps that ``values['step']`` reads."""
     step = values["step"]
@@ -213,8 +233,17 @@ def check_previous(values):
         if initial and initial[0] == name and values["step"] != "gmp":
             how += ", or set encoder_init: null to start from the pre-trained encoder"
         missing.append(f"{path} not found ({name}): {how}")
+    for _, folder, _ in previous_steps(values):
+        record = step_records.read_record(folder) or {}
+        source = record.get("settings", {}).get("encoder_source")
+        if source is not None and source != values["encoder_source"]:
+            missing.append(
+                f"{folder} was trained from encoder_source {source}, but this run uses "
+                f"{values['encoder_source']}: give the same encoder_source to every step of a "
+                "fold (or run the earlier steps again with this one)"
+            )
     if missing:
-        raise RecipeError("a previous step has not run:\n  " + "\n  ".join(missing))
+        raise RecipeError("the previous steps do not fit this one:\n  " + "\n  ".join(missing))
 
 
 def result_run_options(get):
@@ -258,6 +287,7 @@ def plan_step(hparams_file, overrides, run_options, digest_of=disk_digest):
         used["emotion_classes"] = read_classes(values["prepare_folder"])
     used["n_emotions"] = len(used["emotion_classes"])
     values = resolve_values(text, used)
+    check_layers(values)
     inputs = {"manifests": step_records.manifests_digest(values["prepare_folder"])}
     inputs.update({name: digest_of(folder) for name, folder, _ in previous_steps(values)})
     settings = step_records.step_settings(values, values["step"], run_options)
@@ -266,19 +296,33 @@ def plan_step(hparams_file, overrides, run_options, digest_of=disk_digest):
     return text, used, values, record
 
 
-def check_earlier_run(output_folder, record, marker):
-    """True when the folder holds this step finished with the same digest; stop if changed."""
-    earlier = step_records.read_record(output_folder)
-    if earlier is None:
+def has_state(values, marker):
+    """True when a step folder holds what a run would continue from or reuse: its marker, a
+    checkpoint, or (extraction) cached features or label files."""
+    folder = Path(values["output_folder"])
+    found = [folder / marker, *Path(values.get("save_folder") or folder / "save").glob("CKPT+*")]
+    if values["step"] == "gmp":
+        found += [*Path(values["cache_folder"]).glob("*"), *folder.glob("*.km")]
+    return any(path.exists() for path in found)
+
+
+def check_earlier_run(values, record, marker):
+    """True when the folder holds this step finished with the same digest; stop if changed.
+
+    A folder without state (an earlier start stopped before training, say) is no conflict.
+    """
+    earlier = step_records.read_record(values["output_folder"])
+    if earlier is None or not has_state(values, marker):
         return False
     if earlier["digest"] != record["digest"]:
         changes = "\n  ".join(step_records.differences(earlier, record))
         raise RecipeError(
-            f"{output_folder} holds a {record['step']} run with other settings or inputs:\n  "
-            f"{changes}\nTo keep it, choose another output folder (--output_root=...); to "
-            f"replace it, delete {output_folder} and run again."
+            f"{values['output_folder']} holds a {record['step']} run with other settings or "
+            f"inputs:\n  {changes}\nTo keep it, choose another output folder "
+            f"(--output_root=...); to replace it, delete {values['output_folder']} and run "
+            "again."
         )
-    return (Path(output_folder) / marker).exists()
+    return (Path(values["output_folder"]) / marker).exists()
 
 
 def write_run_files(script, hparams_file, text, used, values, record):
@@ -330,7 +374,7 @@ def load_recipe(script, argv=None):
                                            result_run_options(run_opts.get))
     marker = MARKERS.get(step, "encoder.ckpt")
     check_previous(values)
-    if check_earlier_run(values["output_folder"], record, marker):
+    if check_earlier_run(values, record, marker):
         if marker == "encoder.ckpt":  # a prune interrupted after the export ends here
             finish_step(values["save_folder"], Path(values["output_folder"]) / marker, None)
         print(f"{values['output_folder']}: {step} already finished with these settings; "

@@ -32,7 +32,7 @@ RUN_ONLY = frozenset({
     "data_folder", "output_root", "prepare_folder", "train_annotation", "valid_annotation",
     "test_annotation", "stage0_folder", "gmp_folder", "stage1_folder", "output_folder",
     "save_folder", "train_log", "cache_folder", "encoder_cache", "skip_prep", "num_workers",
-    "cache_flush_every", "keep_feature_cache", "extraction_batch_size", "eval_batch_size",
+    "cache_flush_every", "keep_feature_cache", "eval_batch_size",
     # derived from other keys (encoder_source, emotion_classes) or replaced by an input digest
     "encoder_dim", "n_emotions", "encoder_defaults", "encoder_init",
 })

@@ -9,8 +9,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO / "recipes" / "IEMOCAP" / "GMP-TL"
-# Test overrides on top of hparams/demo.yaml (none: the learning tests use the demo's settings).
-CV_TEST_OVERRIDES = ""
+TINY_ENCODER_HPARAMS = REPO / "hparams" / "encoders" / "tiny.yaml"
+# Test overrides on top of hparams/demo.yaml: the learning tests use the demo's settings; the
+# extraction tests read the feature cache, which the recipe deletes by default.
+CV_TEST_OVERRIDES = "keep_feature_cache: True\n"
+
+
+def tiny_encoder(folder):
+    """Stage-script arguments for a tiny test HuBERT: its hparams fragment and its folder."""
+    return ["--overrides", str(TINY_ENCODER_HPARAMS), f"--encoder_source={folder}"]
 
 
 def recipe_module(name, recipe_dir=RECIPE_DIR):
@@ -35,8 +42,8 @@ def run_cv(output_folder, data_folder, encoder_source, *extra, overrides_text=CV
     command = [
         sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(data_folder),
         "--output_folder", str(output_folder), "--encoder_source", str(encoder_source),
-        "--expected_utterances", "0",
-        "--overrides", str(RECIPE_DIR / "hparams" / "demo.yaml"), str(test_overrides), *extra,
+        "--overrides", str(TINY_ENCODER_HPARAMS), str(RECIPE_DIR / "hparams" / "demo.yaml"),
+        str(test_overrides), *extra,
     ]
     return subprocess.run(command, capture_output=True, text=True, check=check)
 
@@ -62,9 +69,13 @@ def demo_manifest(demo_corpus_dir, folder, per_class=3, emotions=("neu", "hap", 
 
 
 def write_fold_manifests(manifest, folder):
-    """The same manifest as train, valid and test; returns the ``dataio_prepare`` hparams."""
+    """The same manifest as train, valid and test, and its ``classes.json``; returns the
+    ``dataio_prepare`` hparams."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    present = {entry["emo"] for entry in manifest.values()}
+    classes = [emo for emo in ("neu", "hap", "ang", "sad") if emo in present]
+    (folder / "classes.json").write_text(json.dumps(classes))
     hparams = {"save_folder": str(folder / "save")}
     for split in ("train", "valid", "test"):
         path = folder / f"{split}.json"

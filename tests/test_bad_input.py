@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from recipe_helpers import RECIPE_DIR, demo_manifest, write_fold_manifests
+from recipe_helpers import RECIPE_DIR, demo_manifest, tiny_encoder, write_fold_manifests
 
+from lobes import hparams as hp
 from lobes.audio import AudioError, read_audio
 from lobes.data import dataio_prepare
+from lobes.encoder import SSLEncoder
 from lobes.frames import n_frames
 from lobes.gmp_labels import LabelMismatchError, expected_frame_counts, write_label_file
-from lobes.hparams_check import check_hparams_keys
-from lobes.encoder import SSLEncoder
 from lobes.manifests import check_wavs
 from lobes.pooling import MaskedPooling
 
@@ -140,7 +140,7 @@ def test_stage_run_with_bad_audio_skip_trains_without_the_bad_files(manifest, tm
     write_fold_manifests(manifest, root / "prepare")
     command = [
         sys.executable, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "baseline.yaml"),
-        f"--data_folder={tmp_path}", f"--encoder_source={demo_hubert_dir}", "--encoder_dim=64",
+        f"--data_folder={tmp_path}", *tiny_encoder(demo_hubert_dir),
         "--skip_prep=True", f"--output_root={root}", "--number_of_epochs=1",
         "--max_batch_length=20",
     ]
@@ -158,32 +158,36 @@ def test_stage_run_with_bad_audio_skip_trains_without_the_bad_files(manifest, tm
 
 
 def test_misspelled_key_in_an_hparams_file_stops_before_any_work(tmp_path, demo_hubert_dir):
-    text = (RECIPE_DIR / "hparams" / "baseline.yaml").read_text()
+    """A copy of a stage file, elsewhere, with a misspelled key instead of the original."""
+    text = (RECIPE_DIR / "hparams" / "stage1.yaml").read_text()
     assert "\nnumber_of_epochs: " in text
-    mine = tmp_path / "my_baseline.yaml"
+    mine = tmp_path / "elsewhere" / "my_stage1.yaml"
+    mine.parent.mkdir()
     mine.write_text(text.replace("\nnumber_of_epochs: ", "\nnumbr_of_epochs: "))
     completed = subprocess.run(
         [sys.executable, str(RECIPE_DIR / "train.py"), str(mine), f"--data_folder={tmp_path}",
-         f"--encoder_source={demo_hubert_dir}", f"--output_root={tmp_path / 'out'}"],
+         *tiny_encoder(demo_hubert_dir), f"--output_root={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode != 0
     assert (f"hparams file {mine}: 'numbr_of_epochs' is not a known key (did you mean "
             "'number_of_epochs'?)") in completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_own_hparams_keys_only_warn(tmp_path, caplog):
     shipped = RECIPE_DIR / "hparams" / "baseline.yaml"
+    known = set().union(*hp.shipped_keys().values())
     mine = tmp_path / "mine.yaml"
     mine.write_text(shipped.read_text() + "my_note: fold for the paper\n")
     with caplog.at_level(logging.WARNING):
-        check_hparams_keys(mine, [shipped])
-    assert "keys ['my_note'] are not used by the recipe's stages" in caplog.text
-    # short keys too
-    mine.write_text(shipped.read_text().replace("\nlr: ", "\nlrr: "))
+        hp.check_keys(mine, known)
+    assert "keys ['my_note'] are not used by the recipe's steps" in caplog.text
+    # a misspelling beside the key it means (which would otherwise win silently), short keys too
+    mine.write_text(shipped.read_text() + "lrr: 0.5\n")
     with pytest.raises(ValueError, match="'lrr' is not a known key \\(did you mean 'lr'\\?\\)"):
-        check_hparams_keys(mine, [shipped])
+        hp.check_keys(mine, known)
 
 
 def test_label_files_that_do_not_match_the_manifest_stop_before_training(manifest, tmp_path):

@@ -14,7 +14,7 @@ from lobes.encoder_configs import (
     HUB_CONFIGS,
     SHRUNK_SIZE,
     SIZE_FIELDS,
-    encoder_config,
+    hub_config,
     parameter_count,
     shrunk,
     write_random_encoder,
@@ -184,18 +184,6 @@ def test_shrunk_model_loads_offline_and_gives_one_frame_per_320_samples(
         assert torch.isfinite(hidden).all()
 
 
-@pytest.mark.parametrize("name", ["hubert_base", "hubert_large"])
-def test_shrunk_hubert_loads_through_the_recipe_lobe(name, shrunk_dirs, tmp_path):
-    from lobes.hubert import HuBERTEncoder
-
-    encoder = HuBERTEncoder(shrunk_dirs[name], tmp_path, output_layers=[-1]).eval()
-    assert encoder.normalize_wav == HUB_CONFIGS[name]["feature_extractor"]["do_normalize"]
-    assert encoder.num_layers == SHRUNK_SIZE["n_layers"]
-    with torch.no_grad():
-        hidden, frame_counts = encoder(torch.randn(1, 16000))
-    assert hidden.shape[2] == 49 == int(frame_counts[0])
-
-
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     def weights(seed, sub):
         folder = write_random_encoder("wavlm_base_plus", tmp_path / sub, seed=seed, **SHRUNK_SIZE)
@@ -207,19 +195,19 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 
 def test_width_rules_for_an_awkward_width():
-    cfg = encoder_config("hubert_base", hidden_size=40)
+    cfg = hub_config("hubert_base", hidden_size=40)
     assert cfg["num_attention_heads"] == 10  # largest divisor of 40 not above 12
     assert cfg["intermediate_size"] == 160  # the hub's 4x
     assert cfg["num_conv_pos_embedding_groups"] == 10  # largest divisor of 40 not above 16
     assert cfg["num_hidden_layers"] == 12 and cfg["conv_dim"] == [512] * 7
-    depth_only = encoder_config("wavlm_large", n_layers=3)
+    depth_only = hub_config("wavlm_large", n_layers=3)
     assert {k: v for k, v in depth_only.items() if k != "num_hidden_layers"} == {
         k: v for k, v in HUB_CONFIGS["wavlm_large"]["config"].items() if k != "num_hidden_layers"
     }
 
 
 def test_encoder_config_returns_a_copy():
-    cfg = encoder_config("hubert_large")
+    cfg = hub_config("hubert_large")
     cfg["conv_dim"][0] = 1
     cfg["layerdrop"] = 0.5
     assert HUB_CONFIGS["hubert_large"]["config"]["conv_dim"][0] == 512
@@ -231,7 +219,7 @@ def test_encoder_config_returns_a_copy():
 )
 def test_sizes_that_are_not_a_shrink_are_refused(kwargs):
     with pytest.raises(ValueError):
-        encoder_config("hubert_base", **kwargs)
+        hub_config("hubert_base", **kwargs)
 
 
 def test_unknown_encoder_is_a_clear_error(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from recipe_helpers import RECIPE_DIR, recipe_module
+from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 
 from lobes.gmp_labels import meta_path_of, read_label_file
 
@@ -27,7 +27,7 @@ TRAINING = ["--number_of_epochs=2", "--max_batch_length=20"]
 STEPS = {  # step: (script, hparams, options)
     "stage0": ("train_mtl.py", "stage0_mtl.yaml", TRAINING),
     "gmp": ("extract_gmp.py", "gmp.yaml", ["--gmp_layer=2", "--gmp_scales=[8, 16]",
-                                           "--cache_flush_every=2", "--extraction_batch_size=2"]),
+                                           "--cache_flush_every=2"]),
     "stage1": ("train.py", "stage1.yaml", ["--gmp_layer=2", "--gmp_scales=[8, 16]",
                                            "--gmp_scale_weights=[1.0, 1.0]", *TRAINING]),
     "stage2": ("train.py", "stage2.yaml", TRAINING),
@@ -48,7 +48,7 @@ def run_step(step, root, corpus, hubert, kill=None):
     script, hparams, options = STEPS[step]
     command = [sys.executable, *([str(KILL_AT), kill] if kill else []), str(RECIPE_DIR / script),
                str(RECIPE_DIR / "hparams" / hparams), f"--data_folder={corpus}",
-               f"--encoder_source={hubert}", "--encoder_dim=64", "--expected_utterances=0",
+               *tiny_encoder(hubert), "--expected_utterances=0",
                f"--output_root={root}", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 

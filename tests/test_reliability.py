@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_helpers import RECIPE_DIR, demo_manifest, recipe_module, write_fold_manifests
+from recipe_helpers import (
+    RECIPE_DIR,
+    demo_manifest,
+    recipe_module,
+    tiny_encoder,
+    write_fold_manifests,
+)
 
 from lobes.audio import AudioError
 from lobes.brain import load_encoder_weights
@@ -51,8 +57,8 @@ def test_same_seed_gives_identical_manifests_gmps_and_metrics(tmp_path, demo_hub
     """CPU determinism: preparation, stage 0 and the GMP extraction, each run twice."""
     corpus = recipe_module("make_demo_corpus").make_demo_corpus(tmp_path / "corpus", seed=7,
                                                                 utts_per_speaker=6)
-    common = [f"--data_folder={corpus}", f"--encoder_source={demo_hubert_dir}",
-              "--encoder_dim=64", "--expected_utterances=0"]
+    common = [f"--data_folder={corpus}", *tiny_encoder(demo_hubert_dir),
+              "--expected_utterances=0"]
     options = {"train_mtl.py": ["--number_of_epochs=1", "--max_batch_length=20"],
                "extract_gmp.py": ["--gmp_layer=2", "--gmp_scales=[8, 16]"]}
     runs = []

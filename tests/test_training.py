@@ -9,14 +9,14 @@ from collections import Counter
 import numpy as np
 import speechbrain as sb
 import torch
-from recipe_helpers import RECIPE_DIR, recipe_module
+from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 from speechbrain.dataio.batch import PaddedBatch
 
 from lobes.data import make_label_encoder
+from lobes.encoder import SSLEncoder
 from lobes.frames import n_frames
 from lobes.gmp_labels import read_label_file
 from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead
-from lobes.encoder import SSLEncoder
 
 DEMO_SCALES = (8, 16, 32)  # hparams/demo.yaml
 DEMO_LAYER = 2
@@ -62,8 +62,8 @@ def test_stage2_really_starts_from_stage1_weights(cv_run, demo_corpus_dir, demo_
     # learning rates 0: the exported encoder is exactly what stage 2 started from
     command = [
         sys.executable, str(RECIPE_DIR / "train.py"), str(RECIPE_DIR / "hparams" / "stage2.yaml"),
-        f"--data_folder={demo_corpus_dir}", f"--encoder_source={demo_hubert_dir}",
-        "--encoder_dim=64", "--expected_utterances=0", "--skip_prep=True",
+        f"--data_folder={demo_corpus_dir}", *tiny_encoder(demo_hubert_dir),
+        "--expected_utterances=0", "--skip_prep=True",
         f"--output_root={cv_run / 'fold1'}", f"--output_folder={output_folder}",
         f"--encoder_init={stage1_encoder}", "--number_of_epochs=1", "--lr=0.0",
         "--lr_encoder=0.0", "--max_batch_length=20",

@@ -76,18 +76,17 @@ def extract_features(hparams, manifests, device, rank, world_size):
         pending = writer.pending_ids
         if pending:
             encoder = encoder or load_stage0_encoder(hparams, device)
-            # sorted by duration: batches carry little padding
-            pending = sorted(pending, key=lambda utt_id: manifest[utt_id]["duration"])
             dataset = audio_dataset({utt_id: manifest[utt_id] for utt_id in pending})
-            loader = sb.dataio.dataloader.make_dataloader(
-                dataset, batch_size=hparams["extraction_batch_size"], shuffle=False
-            )
+            # one utterance at a time: its features, and so the GMPs, never depend on what else
+            # would share a batch (float rounding of a batch shape moves frames across cluster
+            # boundaries); one pass over the corpus is a small part of a run
+            loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=1, shuffle=False)
             for batch in tqdm(loader, desc=f"encoding {split} (rank {rank})",
                               dynamic_ncols=True):
                 wavs, wav_lens = batch.sig
                 with torch.no_grad():
                     hidden, frame_counts = encoder(wavs.to(device), wav_lens.to(device))
-                hidden = hidden.cpu().numpy()
+                hidden = hidden.float().cpu().numpy()
                 for index, utt_id in enumerate(batch.id):
                     count = int(frame_counts[index])
                     planned = planned_counts[utt_id]
@@ -182,7 +181,7 @@ def label_path(gmp_folder, split, layer, k):
 
 def cluster_scales(hparams, manifests):
     """Fit and label every (layer, K) not finished yet; return the valid-split reports."""
-    gmp_folder = Path(hparams["gmp_folder"])
+    gmp_folder = Path(hparams["output_folder"])
     caches = {split: FeatureCache(hparams["cache_folder"], split) for split in SPLITS}
     for split in SPLITS:
         caches[split].check_matches(manifests[split])
@@ -239,7 +238,7 @@ def main(argv=None):
     if not sb.utils.distributed.if_main_process():
         return
     reports = cluster_scales(hparams, manifests)
-    gmp_folder = Path(hparams["gmp_folder"])
+    gmp_folder = Path(hparams["output_folder"])
     with atomic_write(gmp_folder / "cluster_report.md") as handle:
         handle.write(report_to_markdown(reports))
     write_json_atomic(gmp_folder / "cluster_report.json", reports)

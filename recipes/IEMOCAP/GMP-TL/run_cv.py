@@ -39,7 +39,6 @@ import torch
 from lobes import disk, recipe
 from lobes.audio import AudioError
 from lobes.corpora import available_corpora, prepare_fold
-from lobes.data import load_manifest
 from lobes.hparams import HparamsError, sort_overrides
 from lobes.manifests import PreparationError
 from lobes.results import write_results
@@ -125,8 +124,22 @@ def prepare_folds(args, overrides):
                          f"{','.join(map(str, args.folds))}):\n  " + "\n  ".join(problems))
 
 
+@dataclass
+class Planned:
+    """A step of a fold as planned: the overrides it is given, its values and record."""
+
+    fold: int
+    step: Step
+    overrides: dict
+    values: dict
+    record: dict
+
+    def folder(self, output_folder):
+        return Path(output_folder) / f"fold{self.fold}" / self.step.folder
+
+
 def plan_run(args, overrides, steps):
-    """Plan every step of every fold: ``[(fold, step, overrides, record)]``, digests chained."""
+    """Plan every step of every fold (``Planned``), each step's digest chained to the next."""
     planned, digests = [], {}
     run_options = recipe.result_run_options(vars(args).get)
 
@@ -136,22 +149,21 @@ def plan_run(args, overrides, steps):
     for fold in args.folds:
         fold_dir = Path(args.output_folder) / f"fold{fold}"
         for step in steps:
-            values = step_overrides(step, fold_dir, fold_overrides(overrides, fold_dir, fold))
-            record = recipe.plan_step(HPARAMS_DIR / step.hparams, values, run_options,
-                                      digest_of)[3]
+            given = step_overrides(step, fold_dir, fold_overrides(overrides, fold_dir, fold))
+            _, _, values, record = recipe.plan_step(HPARAMS_DIR / step.hparams, given,
+                                                    run_options, digest_of)
             digests[fold_dir / step.folder] = record["digest"]
-            planned.append((fold, step, values, record))
+            planned.append(Planned(fold, step, given, values, record))
     return planned
 
 
 def check_changes(planned, output_folder, rerun_changed):
     """Stop, before any work, on step folders that hold other settings (or clear them)."""
     changed = []
-    for fold, step, _, record in planned:
-        folder = Path(output_folder) / f"fold{fold}" / step.folder
-        earlier = read_record(folder)
-        if earlier is not None and earlier["digest"] != record["digest"]:
-            changed.append((folder, differences(earlier, record)))
+    for entry in planned:
+        earlier = read_record(entry.folder(output_folder))
+        if earlier is not None and earlier["digest"] != entry.record["digest"]:
+            changed.append((entry.folder(output_folder), differences(earlier, entry.record)))
     if changed and not rerun_changed:
         listing = "\n".join(f"  {folder}:\n    " + "\n    ".join(changes)
                             for folder, changes in changed)
@@ -165,36 +177,15 @@ def check_changes(planned, output_folder, rerun_changed):
         shutil.rmtree(folder)
 
 
-def plan_disk(args, planned, overrides):
-    """Print the disk plan of the run and stop when the free space is short."""
-    fold_dir = Path(args.output_folder) / f"fold{args.folds[0]}"
-    values = next(values for _, step, values, _ in planned)
-    _, _, resolved, _ = recipe.plan_step(HPARAMS_DIR / "gmp.yaml", {
-        **values, "output_folder": str(fold_dir / "gmp")}, recipe.result_run_options(
-        vars(args).get))
-    total, front_end = disk.parameter_counts(resolved["encoder_source"],
-                                             resolved["encoder_cache"])
-    manifests = [load_manifest(fold_dir / "prepare" / f"{split}.json")
-                 for split in ("train", "valid", "test")]
-    cache = disk.feature_cache_bytes(manifests, resolved["encoder_dim"],
-                                     len(resolved["gmp_layers"]))
-    todo = [(fold, step) for fold, step, _, _ in planned
-            if step.hparams != "gmp.yaml" and not read_record(
-                Path(args.output_folder) / f"fold{fold}" / step.folder)]
-    steps_per_fold = len({step.folder for _, step, _, _ in planned
-                          if step.hparams != "gmp.yaml"})
-    local = Path(resolved["encoder_source"]).exists()
-    lines, peak = disk.plan(steps_per_fold, len(args.folds), total, front_end, cache,
-                            hub_download=not local,
-                            keep_feature_cache=bool(resolved.get("keep_feature_cache")))
-    print(f"disk plan ({total / 1e6:.1f} M encoder parameters):")
-    for line, size in lines:
-        print(f"  {size / disk.GB:7.2f} GB  {line}")
-    print(f"  {peak / disk.GB:7.2f} GB  at the peak, for the whole run")
-    remaining = peak * len(todo) / max(1, steps_per_fold * len(args.folds))
-    if not args.skip_disk_check:
-        free = disk.check_free_space(args.output_folder, remaining, "the remaining steps")
-        print(f"  {free / disk.GB:7.2f} GB  free in {args.output_folder}", flush=True)
+def plan_disk(args, planned):
+    """Print the disk plan of the run; stop when the free space is short."""
+    training = [entry for entry in planned if entry.record["step"] != "gmp"]
+    unfinished = [entry for entry in training if not read_record(entry.folder(args.output_folder))]
+    extraction = [entry.values for entry in planned if entry.record["step"] == "gmp"]
+    disk.print_plan(extraction[0] if extraction else planned[0].values, len(args.folds),
+                    len(training) // len(args.folds), len(unfinished) / max(1, len(training)),
+                    with_extraction=bool(extraction),
+                    check_folder=None if args.skip_disk_check else args.output_folder)
 
 
 def step_command(step, overrides_file, args):
@@ -259,6 +250,8 @@ def parse_args(argv=None):
                         help="the K of the single_scale ablation (default: the middle scale)")
     parser.add_argument("--rerun_changed", action="store_true",
                         help="run steps whose settings changed again, in place")
+    parser.add_argument("--plan_only", action="store_true",
+                        help="check everything, print the plan and the disk, run nothing")
     parser.add_argument("--skip_disk_check", action="store_true",
                         help="run even when the free disk looks short")
     run = parser.add_argument_group("run options, passed to every step")
@@ -325,25 +318,29 @@ def main(argv=None):
     prepare_folds(args, overrides)
     planned = plan_run(args, overrides, steps)
     check_changes(planned, args.output_folder, args.rerun_changed)
-    plan_disk(args, planned, overrides)
-    expected = {(fold, step.folder): record["digest"] for fold, step, _, record in planned}
+    plan_disk(args, planned)
+    if args.plan_only:
+        for entry in planned:
+            finished = (entry.folder(args.output_folder) / recipe.MARKERS.get(
+                entry.record["step"], "encoder.ckpt")).exists()
+            print(f"fold {entry.fold} | {entry.step.folder}: "
+                  f"{'complete' if finished else 'to run'} ({entry.record['digest']})")
+        return
+    expected = {(entry.fold, entry.step.folder): entry.record["digest"] for entry in planned}
     chains = {name: [step.folder for step in chain] for name, chain in systems.items()}
     reported = REPORTED if overrides.get("corpus", "iemocap") == "iemocap" else None
     started = time.time()
     for fold in args.folds:
-        for planned_fold, step, values, record in planned:
-            if planned_fold != fold:
-                continue
-            folder = Path(args.output_folder) / f"fold{fold}" / step.folder
-            label = f"fold {fold} | {step.folder}"
-            if (folder / recipe.MARKERS.get(record["step"], "encoder.ckpt")).exists() and \
-                    read_record(folder):
+        for entry in (entry for entry in planned if entry.fold == fold):
+            folder, label = entry.folder(args.output_folder), f"fold {fold} | {entry.step.folder}"
+            marker = recipe.MARKERS.get(entry.record["step"], "encoder.ckpt")
+            if (folder / marker).exists() and read_record(folder):
                 print(f"{label}: complete, skipped", flush=True)
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             overrides_file = folder / "run_overrides.yaml"
-            overrides_file.write_text(recipe.overrides_text(values))
-            run_step(label, step_command(step, overrides_file, args), folder / "run.log")
+            overrides_file.write_text(recipe.overrides_text(entry.overrides))
+            run_step(label, step_command(entry.step, overrides_file, args), folder / "run.log")
         markdown = write_results(args.output_folder, args.folds, chains, expected, reported,
                                  _plain_overrides(overrides))
     print(f"\nall folds done in {time.time() - started:.0f} s; results in "

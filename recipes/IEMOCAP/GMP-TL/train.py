@@ -129,8 +129,8 @@ def gmp_label_files(hparams):
     return files
 
 
-def main():
-    hparams, run_opts = load_recipe(__file__)
+def main(argv=None):
+    hparams, run_opts = load_recipe(__file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
     brain_class = {"stage1": GMPBrain, "stage2": EmotionBrain, "baseline": EmotionBrain}[

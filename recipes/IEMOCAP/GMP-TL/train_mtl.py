@@ -41,8 +41,8 @@ class MTLBrain(EncoderBrain):
         return emotion_loss + self.hparams.lambda_gender * gender_loss
 
 
-def main():
-    hparams, run_opts = load_recipe(__file__)
+def main(argv=None):
+    hparams, run_opts = load_recipe(__file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
     datasets, label_encoder = dataio_prepare(hparams)
