@@ -362,7 +362,7 @@ def train_loader_options(hparams, train_set):
     audio, so little of each batch is padding; batches come in random order each epoch.
     """
     if not hparams.get("dynamic_batching", False):
-        return {"batch_size": hparams["batch_size"], "shuffle": True}
+        return {"batch_size": hparams["batch_size"], "shuffle": True, **worker_options(hparams)}
     sampler = DynamicBatchSampler(
         train_set,
         max_batch_length=hparams["max_batch_length"],
@@ -372,9 +372,22 @@ def train_loader_options(hparams, train_set):
         batch_ordering="random",
         max_batch_ex=hparams.get("max_batch_size"),
     )
-    return {"batch_sampler": sampler}
+    return {"batch_sampler": sampler, **worker_options(hparams)}
 
 
 def eval_loader_options(hparams):
     """Loader options for valid and test: fixed batch size (order does not matter)."""
-    return {"batch_size": hparams.get("eval_batch_size", hparams["batch_size"])}
+    return {"batch_size": hparams.get("eval_batch_size", hparams["batch_size"]),
+            **worker_options(hparams)}
+
+
+def worker_options(hparams):
+    """``num_workers`` loading processes, and pinned memory when batches go to a GPU.
+
+    Example
+    -------
+    >>> worker_options({"num_workers": 2})["num_workers"]
+    2
+    """
+    return {"num_workers": int(hparams.get("num_workers", 0)),
+            "pin_memory": torch.cuda.is_available()}

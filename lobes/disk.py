@@ -175,6 +175,28 @@ def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
     return lines, peak
 
 
+def still_needed(total_params, front_end_params, cache_bytes, training_steps_left,
+                 extractions_left, hub_download=True, keep_feature_cache=False):
+    """Bytes the unfinished part of a run still needs at its peak (``plan``'s rules).
+
+    Example
+    -------
+    >>> round(still_needed(315_000_000, 4_000_000, 2_600_000_000, 1, 0) / GB, 1)
+    13.8
+    """
+    weights = total_params * FLOAT32
+    checkpoint = weights + 2 * (total_params - front_end_params) * FLOAT32
+    need = training_steps_left * weights + (weights if hub_download else 0)
+    if keep_feature_cache:
+        need += extractions_left * cache_bytes
+    cache = cache_bytes if extractions_left and not keep_feature_cache else 0
+    return need + max(3 * checkpoint if training_steps_left else 0, cache)
+
+
+class DiskSpaceError(OSError):
+    """Less free disk than a run needs; the message says how much and what to do."""
+
+
 def check_free_space(folder, needed, what="this run"):
     """Stop with a clear error when ``folder``'s file system has less than ``needed`` free."""
     folder = Path(folder)
@@ -183,7 +205,7 @@ def check_free_space(folder, needed, what="this run"):
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise OSError(
+        raise DiskSpaceError(
             f"{what} needs about {needed / GB:.1f} GB of disk at its peak but {probe} has "
             f"{free / GB:.1f} GB free: free some space, choose another --output_folder, or run "
             "fewer folds or systems at a time (--skip_disk_check runs anyway)"
@@ -191,14 +213,13 @@ def check_free_space(folder, needed, what="this run"):
     return free
 
 
-def print_plan(values, n_folds, steps_per_fold, unfinished_share, with_extraction=True,
+def print_plan(values, n_folds, steps_per_fold, training_steps_left, extractions_left,
                check_folder=None):
     """Print the disk plan of a cross-validation run and, with ``check_folder``, stop when its
-    file system has less free space than the unfinished part needs.
+    file system has less free space than the unfinished part still needs.
 
     ``values`` are the resolved hparams of a fold's GMP extraction (encoder, GMP layers,
-    manifests, ``keep_feature_cache``); ``unfinished_share`` the share of training steps still
-    to run.
+    manifests, ``keep_feature_cache``), or of any step when the run extracts nothing.
     """
     from lobes.data import load_manifest
     from lobes.encoder import encoder_config
@@ -207,15 +228,22 @@ def print_plan(values, n_folds, steps_per_fold, unfinished_share, with_extractio
                                                        values["encoder_cache"]))
     manifests = [load_manifest(values[f"{split}_annotation"])
                  for split in ("train", "valid", "test")]
+    with_extraction = values["step"] == "gmp"
     cache = feature_cache_bytes(manifests, values["encoder_dim"], len(values["gmp_layers"])) \
         if with_extraction else 0
+    source = str(values["encoder_source"])
+    downloaded = Path(values["encoder_cache"]) / f"models--{source.replace('/', '--')}"
+    hub_download = not Path(source).exists() and not downloaded.exists()
+    keep = bool(values.get("keep_feature_cache"))
     lines, peak = plan(steps_per_fold, n_folds, total, front_end, cache,
-                       hub_download=not Path(values["encoder_source"]).exists(),
-                       keep_feature_cache=bool(values.get("keep_feature_cache")))
+                       hub_download=not Path(source).exists(), keep_feature_cache=keep)
     print(f"disk plan ({total / 1e6:.1f} M encoder parameters):")
     for line, size in lines:
         print(f"  {size / GB:7.2f} GB  {line}")
     print(f"  {peak / GB:7.2f} GB  at the peak, for the whole run")
     if check_folder is not None:
-        free = check_free_space(check_folder, peak * unfinished_share, "the remaining steps")
-        print(f"  {free / GB:7.2f} GB  free in {check_folder}", flush=True)
+        needed = still_needed(total, front_end, cache, training_steps_left, extractions_left,
+                              hub_download, keep)
+        free = check_free_space(check_folder, needed, "the remaining steps")
+        print(f"  {needed / GB:7.2f} GB  still needed; {free / GB:.2f} GB free in "
+              f"{check_folder}", flush=True)

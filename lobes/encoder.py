@@ -1,7 +1,7 @@
 """The encoder lobe: waveforms and lengths in, chosen hidden states and frame counts out.
 
-``SSLEncoder`` loads a pre-trained self-supervised speech encoder (HuBERT, WavLM, wav2vec 2.0,
-data2vec-audio) from a hub id or a local ``save_pretrained`` folder through SpeechBrain's HF
+``SSLEncoder`` loads a pre-trained self-supervised speech encoder (HuBERT, WavLM, wav2vec 2.0)
+from a hub id or a local ``save_pretrained`` folder through SpeechBrain's HF
 wrapper of its family (the family is read from the checkpoint's ``config.json``), and returns the
 hidden states of the layers asked for. The interface stays narrow (s3prl's upstream idea), so
 the stages never depend on the family.
@@ -39,7 +39,10 @@ from lobes.frames import frame_mask, n_frames
 
 FREEZE_CHOICES = ("none", "cnn", "all")
 # model_type of config.json -> SpeechBrain's HF wrapper of that family
-FAMILIES = {"hubert": HuBERT, "wavlm": WavLM, "wav2vec2": Wav2Vec2, "data2vec-audio": Wav2Vec2}
+FAMILIES = {"hubert": HuBERT, "wavlm": WavLM, "wav2vec2": Wav2Vec2}
+# families that load but break a guarantee of the lobe, and why
+REFUSED = {"data2vec-audio": "its stack of positional convolutions carries padding into the "
+           "real frames, so an utterance's features would depend on the batch"}
 
 
 def encoder_config(source, cache_dir=None):
@@ -60,6 +63,9 @@ def encoder_config(source, cache_dir=None):
             "facebook/hubert-large-ll60k) or a folder written by save_pretrained (holding "
             f"config.json) ({error})"
         ) from error
+    if config.model_type in REFUSED:
+        raise ValueError(f"{source} is a {config.model_type} model, which the encoder lobe does "
+                         f"not support: {REFUSED[config.model_type]}")
     if config.model_type not in FAMILIES:
         raise ValueError(
             f"{source} is a {config.model_type!r} model; the encoder lobe supports "
@@ -87,7 +93,7 @@ class SSLEncoder(torch.nn.Module):
     Arguments
     ---------
     source : str
-        Hub id or local folder of a HF HuBERT, WavLM, wav2vec 2.0 or data2vec-audio checkpoint.
+        Hub id or local folder of a HF HuBERT, WavLM or wav2vec 2.0 checkpoint.
     save_path : str
         Folder where a hub checkpoint is cached.
     output_layers : list of int

@@ -2,7 +2,7 @@
 
 HuBERT's convolutional feature extractor has a receptive field of 400 samples and
 a stride of 320 samples, so an utterance of ``n`` samples yields
-``floor((n - 400) / 320) + 1`` frames (DESIGN.md section 1).
+``floor((n - 400) / 320) + 1`` frames (docs/design.md, The method).
 """
 
 import torch

@@ -1,4 +1,4 @@
-"""The one reader and writer of GMP label files (DESIGN.md section 4).
+"""The one reader and writer of GMP label files (docs/design.md, Data contract).
 
 A label file holds one line per utterance: its id, then one k-means cluster id per
 encoder frame, space separated. Beside it, ``<name>.json`` records where the labels

@@ -164,8 +164,10 @@ def check_keys(hparams_file, known):
     'numbr_of_epochs' is not a known key (did you mean 'number_of_epochs'?); fix the spelling
     """
     unknown = sorted(keys_of(compose(hparams_file)) - set(known) - {"extends"})
-    misspelled = [f"'{key}' is not a known key{did_you_mean(key, known)}" for key in unknown
-                  if did_you_mean(key, known)]
+    misspelled = [f"'{key}' is now called '{RENAMED[key]}'" for key in unknown if key in RENAMED]
+    unknown = [key for key in unknown if key not in RENAMED]
+    misspelled += [f"'{key}' is not a known key{did_you_mean(key, known)}" for key in unknown
+                   if did_you_mean(key, known)]
     if misspelled:
         raise HparamsError(f"hparams file {hparams_file}: {'; '.join(misspelled)}; "
                            "fix the spelling")

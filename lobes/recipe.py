@@ -290,6 +290,8 @@ def plan_step(hparams_file, overrides, run_options, digest_of=disk_digest):
     check_layers(values)
     inputs = {"manifests": step_records.manifests_digest(values["prepare_folder"])}
     inputs.update({name: digest_of(folder) for name, folder, _ in previous_steps(values)})
+    if values["step"] == "gmp":  # the extraction trains nothing: only its precision counts
+        run_options = {key: run_options[key] for key in ("eval_precision",) if key in run_options}
     settings = step_records.step_settings(values, values["step"], run_options)
     record = {"step": values["step"], "digest": step_records.digest(settings, inputs),
               "settings": settings, "inputs": inputs}

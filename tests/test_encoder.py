@@ -133,3 +133,18 @@ def test_layers_beyond_the_last_asked_for_are_dropped_for_extraction(folders, tm
     with pytest.raises(ValueError, match="go beyond"):
         encoder.output_layers = [2]
         encoder.drop_layers_after(1)
+
+
+def test_data2vec_audio_is_refused_with_the_reason(tmp_path):
+    """data2vec-audio loads through the same wrapper, but its stack of positional convolutions
+    lets padding reach the real frames (measured: up to 2.4 absolute difference between an
+    utterance alone and padded in a batch), which would break batch independence."""
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel
+
+    config = Data2VecAudioConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, conv_dim=(16,) * 7,
+                                 num_conv_pos_embedding_groups=4)
+    Data2VecAudioModel(config).save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="data2vec-audio model, which the encoder lobe does not "
+                                         "support: its stack of positional convolutions"):
+        SSLEncoder(tmp_path / "model", tmp_path / "cache")

@@ -2,7 +2,7 @@
 """Write a small synthetic corpus in the exact ``IEMOCAP_full_release`` layout.
 
 It lets the whole recipe (preparation, every stage, 5 folds) run with no download. The layout and
-the annotation format follow the real release (DESIGN.md section 3): 5 sessions with one female
+the annotation format follow the real release (docs/design.md, IEMOCAP): 5 sessions with one female
 and one male speaker each, improvised and scripted dialogs in which both speakers talk,
 ``EmoEvaluation/<dialog>.txt`` files with a ``%`` header, the ``[start - end] utt label [v, a, d]``
 lines and annotator lines, a ``Categorical/`` subfolder and a macOS ``._`` junk file beside them,

@@ -26,38 +26,22 @@ Systems:
 
 import argparse
 import logging
-import shlex
-import shutil
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from lobes import disk, recipe
-from lobes.audio import AudioError
-from lobes.corpora import available_corpora, prepare_fold
+from lobes import cv, recipe
+from lobes.corpora import available_corpora
+from lobes.disk import DiskSpaceError, finish_step
 from lobes.hparams import HparamsError, sort_overrides
-from lobes.manifests import PreparationError
 from lobes.results import write_results
-from lobes.settings import differences, read_record
+from lobes.settings import read_record
 
 RECIPE_DIR = Path(__file__).resolve().parent
 HPARAMS_DIR = RECIPE_DIR / "hparams"
 SYSTEMS = ("gmp_tl", "baseline", "no_gender", "single_scale", "no_stage1")
 REPORTED = {"name": "GMP-TL (paper, reported)", "WA": 0.800, "UA": 0.820}
 logger = logging.getLogger("run_cv")
-
-
-@dataclass
-class Step:
-    """One run of one step's hparams in one folder (relative to the fold folder)."""
-
-    folder: str
-    hparams: str
-    overrides: dict = field(default_factory=dict)
 
 
 def system_steps(system, single_scale_k):
@@ -69,161 +53,24 @@ def system_steps(system, single_scale_k):
     ['stage0', 'gmp', 'single_scale/stage1', 'single_scale/stage2']
     """
     if system == "baseline":
-        return [Step("baseline", "baseline.yaml")]
+        return [cv.Step("baseline", "baseline.yaml")]
     if system == "no_stage1":
-        return [Step("no_stage1", "stage2.yaml", {"encoder_init": None})]
+        return [cv.Step("no_stage1", "stage2.yaml", {"encoder_init": None})]
     root = "no_gender/" if system == "no_gender" else ""
-    stage0 = Step(f"{root}stage0", "stage0_mtl.yaml")
+    stage0 = cv.Step(f"{root}stage0", "stage0_mtl.yaml")
     if system == "no_gender":
         stage0.overrides["lambda_gender"] = 0.0
-    gmp = Step(f"{root}gmp", "gmp.yaml")
+    gmp = cv.Step(f"{root}gmp", "gmp.yaml")
     root = "single_scale/" if system == "single_scale" else root
-    stage1 = Step(f"{root}stage1", "stage1.yaml")
+    stage1 = cv.Step(f"{root}stage1", "stage1.yaml")
     if system == "single_scale":
         stage1.overrides.update(gmp_scales=[single_scale_k], gmp_scale_weights=[1.0])
-    stage2 = Step(f"{root}stage2", "stage2.yaml", {"encoder_init": f"{root}stage1/encoder.ckpt"})
+    stage2 = cv.Step(f"{root}stage2", "stage2.yaml", {"encoder_init": f"{root}stage1/encoder.ckpt"})
     folders = {"stage0_folder": stage0.folder, "gmp_folder": gmp.folder,
                "stage1_folder": stage1.folder}
     for step in (stage0, gmp, stage1, stage2):
         step.overrides.update(folders)
     return [stage0, gmp, stage1, stage2]
-
-
-def fold_overrides(overrides, fold_dir, fold):
-    """The overrides of every step of one fold: the run's, and the fold's folders."""
-    return {**overrides, "test_session": fold, "output_root": str(fold_dir),
-            "prepare_folder": str(fold_dir / "prepare"), "skip_prep": True}
-
-
-def step_overrides(step, fold_dir, fold_values):
-    """A step's overrides: its fold's, its own folder, its step-specific keys."""
-    values = {**fold_values, "output_folder": str(fold_dir / step.folder)}
-    for key, value in step.overrides.items():
-        is_path = key.endswith("_folder") or key == "encoder_init"
-        values[key] = str(fold_dir / value) if is_path and value else value
-    return values
-
-
-def prepare_folds(args, overrides):
-    """Prepare every fold before any training; all folds' problems in one error."""
-    text = recipe.hp.compose(HPARAMS_DIR / "common.yaml")
-    problems = []
-    for fold in args.folds:
-        fold_dir = Path(args.output_folder) / f"fold{fold}"
-        values = recipe.resolve_values(text, {**fold_overrides(overrides, fold_dir, fold),
-                                              "skip_prep": False, "output_folder": "unused"})
-        try:
-            classes = prepare_fold(values)
-        except (PreparationError, AudioError) as error:
-            problems.append(f"fold {fold}: {error}")
-            continue
-        print(f"[{time.strftime('%H:%M:%S')}] fold {fold} | prepared ({', '.join(classes)})",
-              flush=True)
-    if problems:
-        raise SystemExit("cannot prepare every fold asked for (--folds "
-                         f"{','.join(map(str, args.folds))}):\n  " + "\n  ".join(problems))
-
-
-@dataclass
-class Planned:
-    """A step of a fold as planned: the overrides it is given, its values and record."""
-
-    fold: int
-    step: Step
-    overrides: dict
-    values: dict
-    record: dict
-
-    def folder(self, output_folder):
-        return Path(output_folder) / f"fold{self.fold}" / self.step.folder
-
-
-def plan_run(args, overrides, steps):
-    """Plan every step of every fold (``Planned``), each step's digest chained to the next."""
-    planned, digests = [], {}
-    run_options = recipe.result_run_options(vars(args).get)
-
-    def digest_of(folder):
-        return digests.get(Path(folder), recipe.disk_digest(folder))
-
-    for fold in args.folds:
-        fold_dir = Path(args.output_folder) / f"fold{fold}"
-        for step in steps:
-            given = step_overrides(step, fold_dir, fold_overrides(overrides, fold_dir, fold))
-            _, _, values, record = recipe.plan_step(HPARAMS_DIR / step.hparams, given,
-                                                    run_options, digest_of)
-            digests[fold_dir / step.folder] = record["digest"]
-            planned.append(Planned(fold, step, given, values, record))
-    return planned
-
-
-def check_changes(planned, output_folder, rerun_changed):
-    """Stop, before any work, on step folders that hold other settings (or clear them)."""
-    changed = []
-    for entry in planned:
-        earlier = read_record(entry.folder(output_folder))
-        if earlier is not None and earlier["digest"] != entry.record["digest"]:
-            changed.append((entry.folder(output_folder), differences(earlier, entry.record)))
-    if changed and not rerun_changed:
-        listing = "\n".join(f"  {folder}:\n    " + "\n    ".join(changes)
-                            for folder, changes in changed)
-        raise SystemExit(
-            f"these steps ran with other settings or inputs than asked now:\n{listing}\n"
-            "Choose another --output_folder to keep them, or add --rerun_changed to run them "
-            "(and the steps after them) again in place."
-        )
-    for folder, _ in changed:
-        print(f"{folder}: settings changed, running it again (--rerun_changed)", flush=True)
-        shutil.rmtree(folder)
-
-
-def plan_disk(args, planned):
-    """Print the disk plan of the run; stop when the free space is short."""
-    training = [entry for entry in planned if entry.record["step"] != "gmp"]
-    unfinished = [entry for entry in training if not read_record(entry.folder(args.output_folder))]
-    extraction = [entry.values for entry in planned if entry.record["step"] == "gmp"]
-    disk.print_plan(extraction[0] if extraction else planned[0].values, len(args.folds),
-                    len(training) // len(args.folds), len(unfinished) / max(1, len(training)),
-                    with_extraction=bool(extraction),
-                    check_folder=None if args.skip_disk_check else args.output_folder)
-
-
-def step_command(step, overrides_file, args):
-    """The command line of one step (torchrun with ``--nproc`` above 1)."""
-    script = recipe.SCRIPTS[{"stage0_mtl.yaml": "stage0", "gmp.yaml": "gmp"}.get(
-        step.hparams, "stage1")]
-    script_args = [str(HPARAMS_DIR / step.hparams), "--overrides", str(overrides_file)]
-    for option in ("device", "precision", "eval_precision"):
-        if getattr(args, option):
-            script_args.append(f"--{option}={getattr(args, option)}")
-    if args.compile:
-        script_args.append("--compile")
-    if args.nproc == 1 and args.nnodes == 1:
-        return [sys.executable, str(RECIPE_DIR / script), *script_args]
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    launcher = [sys.executable, "-m", "torch.distributed.run",
-                f"--nproc_per_node={args.nproc}", f"--nnodes={args.nnodes}"]
-    if args.nnodes > 1:
-        launcher += [f"--node_rank={args.node_rank}", f"--rdzv_endpoint={args.rdzv_endpoint}",
-                     "--rdzv_backend=c10d"]
-    return [*launcher, str(RECIPE_DIR / script), *script_args,
-            f"--distributed_backend={backend}"]
-
-
-def run_step(label, command, log_path):
-    """Run one step, its output to ``log_path``; stop the runner on failure."""
-    started = time.time()
-    print(f"[{time.strftime('%H:%M:%S')}] {label}: running", flush=True)
-    with open(log_path, "a") as log:
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    elapsed = time.time() - started
-    if completed.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise SystemExit(f"{label} failed (exit {completed.returncode}) after {elapsed:.1f} s; "
-                         f"full log: {log_path}\n--- last lines ---\n{tail}")
-    print(f"[{time.strftime('%H:%M:%S')}] {label}: done in {elapsed:.1f} s", flush=True)
 
 
 def parse_args(argv=None):
@@ -315,10 +162,10 @@ def main(argv=None):
     steps = list({step.folder: step for chain in systems.values() for step in chain}.values())
     recipe_keys = set().union(*recipe.hp.shipped_keys().values())
     sort_overrides(overrides, recipe_keys, recipe_keys)  # no step knows it: stop now
-    prepare_folds(args, overrides)
-    planned = plan_run(args, overrides, steps)
-    check_changes(planned, args.output_folder, args.rerun_changed)
-    plan_disk(args, planned)
+    cv.prepare_folds(args, overrides, HPARAMS_DIR)
+    planned = cv.plan_run(args, overrides, steps, HPARAMS_DIR)
+    cv.check_changes(planned, args.output_folder, args.rerun_changed, args.plan_only)
+    cv.plan_disk(args, planned)
     if args.plan_only:
         for entry in planned:
             finished = (entry.folder(args.output_folder) / recipe.MARKERS.get(
@@ -335,12 +182,15 @@ def main(argv=None):
             folder, label = entry.folder(args.output_folder), f"fold {fold} | {entry.step.folder}"
             marker = recipe.MARKERS.get(entry.record["step"], "encoder.ckpt")
             if (folder / marker).exists() and read_record(folder):
+                if marker == "encoder.ckpt":  # finish a pruning a kill interrupted
+                    finish_step(folder / "save", folder / marker, None)
                 print(f"{label}: complete, skipped", flush=True)
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             overrides_file = folder / "run_overrides.yaml"
             overrides_file.write_text(recipe.overrides_text(entry.overrides))
-            run_step(label, step_command(entry.step, overrides_file, args), folder / "run.log")
+            cv.run_step(label, cv.step_command(entry.step, overrides_file, args, RECIPE_DIR),
+                        folder / "run.log")
         markdown = write_results(args.output_folder, args.folds, chains, expected, reported,
                                  _plain_overrides(overrides))
     print(f"\nall folds done in {time.time() - started:.0f} s; results in "
@@ -360,5 +210,5 @@ if __name__ == "__main__":
         print("\ninterrupted: run the same command again to continue; finished steps are kept "
               "and the interrupted step resumes from its last checkpoint", file=sys.stderr)
         sys.exit(130)
-    except HparamsError as error:
+    except (HparamsError, DiskSpaceError) as error:
         raise SystemExit(f"error: {error}") from None
