@@ -20,7 +20,7 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import run_on_main
 
-from lobes.data import eval_loader_options, train_loader_options
+from lobes.data import dataio_prepare, eval_loader_options, train_loader_options
 from lobes.disk import export_weights, finish_step
 from lobes.io_utils import write_json_atomic
 from lobes.metrics import EmotionReport, format_confusion
@@ -141,6 +141,17 @@ class EncoderBrain(sb.Brain):
                 "test WA %.4f UA %.4f\n%s", metrics["WA"], metrics["UA"],
                 format_confusion(metrics["confusion"], self.emotion_classes),
             )
+
+    @classmethod
+    def train_and_test(cls, hparams, run_opts, gmp_label_paths=None):
+        """The datasets of the fold (``lobes.data.dataio_prepare``), then a Brain of this class
+        on the hparams' modules and checkpointer, trained, tested and exported
+        (``fit_and_test``)."""
+        datasets, hparams["label_encoder"] = dataio_prepare(hparams, gmp_label_paths)
+        brain = cls(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                    checkpointer=hparams["checkpointer"])
+        brain.fit_and_test(datasets)
+        return brain
 
     def fit_and_test(self, datasets):
         """Train on ``train`` (selecting on ``valid``), test the selected model, export it.

@@ -7,7 +7,6 @@ Each error of the README's table ("Mistakes and what they say") has a test here.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,46 +58,7 @@ def stage_process(script, hparams, corpus, encoder, root, *extra):
         capture_output=True, text=True, timeout=600)
 
 
-# ---- settings-aware reuse ----
-
-def test_changed_settings_stop_the_runner_then_rerun_only_what_they_change(
-        cv_run, demo_corpus_dir, demo_hubert_dir, tmp_path):
-    """A copy of the one-fold demo run: the same settings plan nothing to run; gmp_layer 3
-    stops before any work naming the changed keys of the steps it changes (not stage 0, not
-    the baseline); --rerun_changed runs those again and results.json records the new layer."""
-    output = tmp_path / "cv"
-    shutil.copytree(cv_run, output)
-    same = run_cv(output, demo_corpus_dir, demo_hubert_dir, "--folds", "1", "--plan_only")
-    assert same.returncode == 0, same.stderr[-2000:]
-    assert "to run" not in same.stdout and same.stdout.count(": complete (") == 5
-
-    before = {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")}
-    changed = run_cv(output, demo_corpus_dir, demo_hubert_dir, "--folds", "1", check=False,
-                     overrides_text="keep_feature_cache: True\ngmp_layer: 3\n")
-    assert changed.returncode != 0
-    message = changed.stderr
-    assert "gmp_layer: 2 -> 3" in message and "gmp_layers: [2] -> [3]" in message
-    for step in ("gmp", "stage1", "stage2"):
-        assert str(output / "fold1" / step) in message
-    assert "input gmp_folder" in message and "input stage1_folder" in message
-    assert str(output / "fold1" / "stage0") not in message
-    assert str(output / "fold1" / "baseline") not in message
-    assert "--rerun_changed" in message
-    assert before == {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")}
-
-    rerun = run_cv(output, demo_corpus_dir, demo_hubert_dir, "--folds", "1", "--rerun_changed",
-                   overrides_text="gmp_layer: 3\n")
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    for step in ("stage0", "baseline"):
-        assert f"fold 1 | {step}: complete, skipped" in rerun.stdout
-    for step in ("gmp", "stage1", "stage2"):
-        assert f"fold 1 | {step}: done" in rerun.stdout
-    assert (output / "fold1" / "gmp" / "train_L3_K8.km").exists()
-    results = json.loads((output / "results.json").read_text())
-    assert results["systems"]["gmp_tl"]["settings"]["gmp"]["gmp_layer"] == 3
-    assert results["systems"]["gmp_tl"]["settings"]["stage2"]["am_margin"] == 0.2
-    assert results["overrides"]["gmp_layer"] == 3 and not results["stale"]
-
+# ---- settings-aware reuse (the runner's: test_run_cv.py) ----
 
 def test_a_stage_script_reuses_a_finished_step_and_refuses_changed_settings(
         corpus, demo_hubert_dir, tmp_path):
@@ -123,8 +83,7 @@ def test_every_shipped_override_file_works_with_every_system_selection(
     source = demo_hubert_dir if name == "tiny" else write_random_encoder(
         name, tmp_path / "encoder", hidden_size=32, conv_dim=16)  # full depth: the real layers
     run_cv_module = recipe_module("run_cv")
-    for systems in ("gmp_tl", "baseline", "no_gender", "single_scale", "no_stage1",
-                    "gmp_tl,baseline,no_gender,single_scale,no_stage1"):
+    for systems in ("baseline", "gmp_tl,baseline,no_gender,single_scale,no_stage1"):
         run_cv_module.main([
             "--data_folder", str(corpus), "--output_folder", str(tmp_path / "out"),
             "--overrides", str(fragment), str(DEMO), "--encoder_source", str(source),

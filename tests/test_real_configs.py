@@ -26,9 +26,16 @@ from lobes.inference import EmotionRecognizer
 
 NAMES = sorted(HUB_CONFIGS)
 BF16 = {"hubert_large", "wavlm_base_plus"}
-GMP_OPTIONS = ["--gmp_scales=[4, 8]", "--gmp_scale_weights=[1.0, 1.0]", "--valid_ratio=0.15"]
+GMP_OPTIONS = ["--gmp_scales=[4, 8]", "--gmp_scale_weights=[1.0, 1.0]"]
 STEPS = [("train_mtl", "stage0_mtl.yaml"), ("extract_gmp", "gmp.yaml"), ("train", "stage1.yaml"),
          ("train", "stage2.yaml"), ("train", "baseline.yaml")]
+
+
+@pytest.fixture(scope="module")
+def full_size_corpus(tmp_path_factory):
+    """20 demo utterances (2 per speaker): with valid_ratio 0.5, fold 1 trains on 8."""
+    make_demo_corpus = recipe_module("make_demo_corpus").make_demo_corpus
+    return make_demo_corpus(tmp_path_factory.mktemp("two"), seed=6, utts_per_speaker=2)
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +45,13 @@ def micro_corpus(tmp_path_factory):
     return make_demo_corpus(tmp_path_factory.mktemp("micro"), seed=5, utts_per_speaker=4)
 
 
-def run_steps(corpus, encoder_source, fragment, root, *extra, gmp_layer=1):
+def run_steps(corpus, encoder_source, fragment, root, *extra, gmp_layer=1, steps=STEPS,
+              valid_ratio=0.15):
     arguments = [f"--data_folder={corpus}", "--overrides", str(fragment),
                  str(RECIPE_DIR / "hparams" / "demo.yaml"), f"--encoder_source={encoder_source}",
                  f"--output_root={root}", "--number_of_epochs=1", f"--gmp_layer={gmp_layer}",
-                 *GMP_OPTIONS, *extra]
-    for script, hparams in STEPS:
+                 f"--valid_ratio={valid_ratio}", *GMP_OPTIONS, *extra]
+    for script, hparams in steps:
         recipe_module(script).main([str(RECIPE_DIR / "hparams" / hparams), *arguments])
 
 
@@ -90,7 +98,8 @@ def test_gmp_labels_and_scores_do_not_depend_on_the_batch(name, micro_corpus, tm
     for an utterance alone and in a padded batch."""
     encoder_source = shrunk(name, tmp_path / "encoder")
     fragment = REPO / "hparams" / "encoders" / f"{name}.yaml"
-    run_steps(micro_corpus, encoder_source, fragment, tmp_path / "fold1")
+    run_steps(micro_corpus, encoder_source, fragment, tmp_path / "fold1",
+              steps=[STEPS[0], STEPS[1], STEPS[4]])  # stage 0, the extraction, the baseline
     two_ranks = tmp_path / "two_ranks_gmp"
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -98,7 +107,7 @@ def test_gmp_labels_and_scores_do_not_depend_on_the_batch(name, micro_corpus, tm
          f"--data_folder={micro_corpus}", "--overrides", str(fragment),
          str(RECIPE_DIR / "hparams" / "demo.yaml"), f"--encoder_source={encoder_source}",
          f"--output_root={tmp_path / 'fold1'}", f"--output_folder={two_ranks}", *GMP_OPTIONS,
-         "--gmp_layer=1",
+         "--gmp_layer=1", "--valid_ratio=0.15",
          "--distributed_backend=gloo"],
         check=True, capture_output=True)
     for split in ("train", "valid", "test"):
@@ -119,14 +128,15 @@ def test_gmp_labels_and_scores_do_not_depend_on_the_batch(name, micro_corpus, tm
         torch.testing.assert_close(alone, together[row], atol=1e-5, rtol=1e-4)
 
 
-def test_full_size_hubert_base_runs_one_step_of_every_stage(micro_corpus, tmp_path):
+def test_full_size_hubert_base_runs_one_step_of_every_stage(full_size_corpus, tmp_path):
     """The hubert-base-ls960 configuration at full size (94 M parameters): one training step of
     each stage (one batch an epoch, one epoch), the extraction and the export."""
     encoder_source = write_random_encoder("hubert_base", tmp_path / "encoder")
     root = tmp_path / "fold1"
-    run_steps(micro_corpus, encoder_source, REPO / "hparams" / "encoders" / "hubert_base.yaml",
-              root, "--num_buckets=1", "--max_batch_length=600", "--freeze_encoder=cnn",
-              "--eval_batch_size=8", gmp_layer=6)
+    run_steps(full_size_corpus, encoder_source,
+              REPO / "hparams" / "encoders" / "hubert_base.yaml", root, "--num_buckets=1",
+              "--max_batch_length=600", "--freeze_encoder=cnn", "--eval_batch_size=8",
+              gmp_layer=6, valid_ratio=0.5)
     for step in ("stage0", "stage1", "stage2", "baseline"):
         log = (root / step / "train_log.txt").read_text()
         assert "epoch: 1" in log, step

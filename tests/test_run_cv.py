@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,6 +160,48 @@ def test_two_processes_ddp_extraction_and_training(killed_and_resumed, small_cor
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert json.loads((baseline_folder / "metrics.json").read_text())["n_utterances"] > 0
     assert (baseline_folder / "encoder.ckpt").exists()
+
+
+def test_changed_settings_stop_the_runner_then_rerun_only_what_they_change(
+        killed_and_resumed, small_corpus, demo_hubert_dir, tmp_path):
+    """A copy of the killed-and-resumed run's fold 1: the same settings plan nothing to run;
+    gmp_layer 3 stops before any work naming the changed keys of the steps it changes (not
+    stage 0, not the baseline, which read no GMP key); --rerun_changed runs those again and
+    results.json records the new layer."""
+    output = tmp_path / "cv"
+    shutil.copytree(killed_and_resumed[0] / "fold1", output / "fold1")
+
+    def runner(*extra, overrides=SHORT):
+        return run_cv(output, small_corpus, demo_hubert_dir, "--folds", "1", *extra,
+                      overrides_text=overrides, check=False)
+
+    same = runner("--plan_only")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "to run" not in same.stdout and same.stdout.count(": complete (") == 5
+    before = {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")}
+    changed = runner(overrides=SHORT + "gmp_layer: 3\n")
+    assert changed.returncode != 0
+    message = changed.stderr
+    assert "gmp_layer: 2 -> 3" in message and "gmp_layers: [2] -> [3]" in message
+    for step in ("gmp", "stage1", "stage2"):
+        assert str(output / "fold1" / step) in message
+    assert "input gmp_folder" in message and "input stage1_folder" in message
+    assert str(output / "fold1" / "stage0") not in message
+    assert str(output / "fold1" / "baseline") not in message
+    assert "--rerun_changed" in message
+    assert before == {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")}
+
+    rerun = runner("--rerun_changed", overrides=SHORT + "gmp_layer: 3\n")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for step in ("stage0", "baseline"):
+        assert f"fold 1 | {step}: complete, skipped" in rerun.stdout
+    for step in ("gmp", "stage1", "stage2"):
+        assert f"fold 1 | {step}: done" in rerun.stdout
+    assert (output / "fold1" / "gmp" / "train_L3_K8.km").exists()
+    results = json.loads((output / "results.json").read_text())
+    assert results["systems"]["gmp_tl"]["settings"]["gmp"]["gmp_layer"] == 3
+    assert results["systems"]["gmp_tl"]["settings"]["stage2"]["am_margin"] == 0.2
+    assert results["overrides"]["gmp_layer"] == 3 and not results["stale"]
 
 
 def test_misspelled_override_key_stops_before_any_work(tmp_path, small_corpus,

@@ -19,7 +19,6 @@ from pathlib import Path
 import speechbrain as sb
 
 from lobes.brain import EncoderBrain
-from lobes.data import dataio_prepare
 from lobes.frames import frame_mask
 from lobes.gmp_labels import read_label_meta
 from lobes.heads import multi_scale_frame_loss
@@ -142,16 +141,7 @@ def main(argv=None):
         if hparams["alpha"] == 0:
             # unused parameters would stall DDP's gradient reduction
             del hparams["modules"]["emotion_head"], hparams["modules"]["pooling"]
-    datasets, label_encoder = dataio_prepare(hparams, label_files)
-    hparams["label_encoder"] = label_encoder
-
-    brain = brain_class(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit_and_test(datasets)
+    brain_class.train_and_test(hparams, run_opts, label_files)
 
 
 if __name__ == "__main__":

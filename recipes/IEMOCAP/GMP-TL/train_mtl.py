@@ -14,7 +14,6 @@ import speechbrain as sb
 import torch.nn.functional as F
 
 from lobes.brain import EncoderBrain
-from lobes.data import dataio_prepare
 from lobes.recipe import load_recipe, run_main
 
 
@@ -45,15 +44,7 @@ def main(argv=None):
     hparams, run_opts = load_recipe(__file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
-    datasets, label_encoder = dataio_prepare(hparams)
-    hparams["label_encoder"] = label_encoder
-    brain = MTLBrain(
-        modules=hparams["modules"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit_and_test(datasets)
+    MTLBrain.train_and_test(hparams, run_opts)
 
 
 if __name__ == "__main__":
