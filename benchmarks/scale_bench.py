@@ -102,6 +102,7 @@ import logging
 import math
 import os
 import resource
+import sys
 import tempfile
 import time
 import warnings
@@ -667,7 +668,7 @@ def measure_training(brain, stage, batches, samples, precision, args, flops, gen
 
 
 def measure_eval(brain, stage, batches, samples, precision, args, flops, generator):
-    """Timed ``evaluate_batch`` calls on sorted eval batches (warm-up on the largest)."""
+    """Timed ``evaluate_batch`` calls on sorted eval batches (after one untimed call)."""
     import speechbrain as sb
 
     set_precision(brain, precision)
@@ -791,6 +792,7 @@ def measure_kmeans(dim, scales, n_fit, iterations, seed=0):
         model.predict(frames)
         assign = time.perf_counter() - start
         rows[k] = {"fit_s": fit_wall, "train_s": model.meta["fit_seconds"], "assign_s": assign}
+        progress(f"k-means K={k} on {n_fit} x {dim}: fit {fit_wall:.1f} s, labels {assign:.1f} s")
     return rows
 
 
@@ -1015,6 +1017,14 @@ def quiet():
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+_STARTED = time.perf_counter()
+
+
+def progress(message):
+    """A progress line on stderr (stdout holds the report, the summary line last)."""
+    print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def fmt_bytes(n):
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
@@ -1095,9 +1105,11 @@ def main(argv=None):
                     training[stage][precision] = measure_training(
                         brain, stage, batches[stage], samples["train"], precision, args, flops,
                         generator)
+                    progress(f"{stage} {precision}: training steps measured")
                     evaluation[stage][precision] = measure_eval(
                         brain, stage, eval_batches, samples["valid"], precision, args, flops,
                         generator)
+                    progress(f"{stage} {precision}: evaluation measured")
                 except torch.OutOfMemoryError:
                     print(f"{stage} {precision}: out of memory (lower --max_batch_length)")
                     training[stage][precision] = evaluation[stage][precision] = None
@@ -1107,6 +1119,7 @@ def main(argv=None):
                     checkpoint_s, checkpoint_bytes = measure_checkpoint(brain, work / "ckpt")
             if stage == "stage0":
                 checks = flop_checks(brain, flops, args.device, generator)
+                progress("FLOP cross-checks done")
             del brain
             gc.collect()
             if torch.device(args.device).type == "cuda":
@@ -1118,6 +1131,7 @@ def main(argv=None):
             extraction[precision] = measure_extraction(
                 folder, settings, extract_batches, samples["train"], precision, args, flops,
                 work, generator)
+            progress(f"extraction {precision} measured")
 
         fold_train_frames = sum(n_frames(int(n)) for n in samples["train"])
         all_frames = sum(n_frames(int(n)) for split in samples for n in samples[split])
@@ -1127,6 +1141,7 @@ def main(argv=None):
                                      fit_frames, settings["gmp"]["kmeans_iterations"], args.seed)
         kmeans = {"rows": kmeans_rows, "scale": fit_frames_real / fit_frames,
                   "assign_scale": all_frames / fit_frames}
+        progress("k-means measured")
 
     # ---- the FLOP count
     print(f"\nFLOP count (analytic; 2 FLOP per multiply-add; matrix products and convolutions "
