@@ -59,17 +59,23 @@ optimizer are not counted):
   ``2 * (H / groups) * kernel * H`` per output frame;
 - each transformer layer ``8 H^2 + 4 H F`` per frame (Q, K, V, output; FFN) plus attention
   ``4 T H`` per frame (``Q K^T`` and ``A V`` over the batch's padded length ``T``);
-- heads (the frame heads of stage 1: ``2 H (64 + 256 + 1024)`` per frame).
+- heads (the frame heads of stage 1: ``2 H (64 + 256 + 1024)`` per frame). WavLM's gated
+  relative position bias (a few small products per head) is not counted.
 
 A training step costs the frozen CNN's forward once plus 3 times (forward + backward) all the
 rest, with the transformer layers that LayerDrop actually ran in that step (counted by
 hooks); the projection uses the expected count ``(1 - layerdrop) * L``. Evaluation and
 extraction are forward only. Two cross-checks with ``torch.utils.flop_counter.FlopCounterMode``
-(eager attention, so that the attention products are seen): one forward of a 4 s clip (same
-count expected) and one stage-0 training step (close to the 3x rule). MFU = counted FLOP per
+(eager attention, so that the attention products are seen), both printed as ratios: one
+forward of a 4 s clip, and one stage-0 training step against the 3x rule (with torch's count
+of a grouped convolution's weight gradient corrected: ``grouped_conv_backward_flop``); both
+are 1.0000 for hubert_large and the shrunk models. MFU = counted FLOP per
 second of wall time (optimizer included) / the device's peak: dense datasheet peaks of known
 GPUs (``PEAK_TFLOPS``, chosen by ``torch.cuda.get_device_name``), on CPU an estimate (cores x
-clock x FLOP per cycle from the CPU flags); ``--peak_tflops`` overrides either.
+clock x FLOP per cycle from the CPU flags); ``--peak_tflops`` overrides either. On a CPU
+without native bf16 (no AVX512-BF16 or AMX) bf16 autocast falls back to slow kernels: about
+30 times slower than fp32 for hubert_large on the 2-core AMD EPYC (AVX2) where this was
+written, so ``--precisions fp32`` is the sensible choice there.
 
 Projection
 ----------
@@ -89,10 +95,17 @@ Usage::
         [--precisions fp32,bf16] [--steps 3] [--max_batch_length 60] [--kmeans_frames N]
         [--peak_tflops 989] [--threads N] [--quick]
 
-``--quick`` shrinks the encoder (``QUICK_SIZE``), takes 2 steps and a small k-means: the test
-suite runs it on CPU. The last line printed is ``audio_s_per_s=<training audio seconds per
-second, all stages, the faster precision> projected_hours=<5 folds of gmp_tl + baseline at
-that precision> disk_gb=<lobes.disk.plan peak>``.
+A GPU user: ``--device cuda`` (fp32 and bf16, full size, the shipped 60 s batches; k-means
+runs on the machine's CPU, as in the recipe; not yet run on a GPU). ``--max_batch_length 120``
+and the peak memory column say whether larger batches fit; a stage that runs out of memory is
+reported and the others go on. ``--n_layers``, ``--hidden_size`` and ``--conv_dim`` shrink the
+encoder (the GMP layer keeps its relative depth). ``--quick`` shrinks it to ``QUICK_SIZE`` and
+takes 15 s batches, no warm-up, 2 steps and a small k-means: the test suite runs it on CPU
+(about 20 s).
+
+The last line printed is ``audio_s_per_s=<training audio seconds per second, all stages, the
+faster precision> projected_hours=<5 folds of gmp_tl + baseline at that precision>
+disk_gb=<lobes.disk.plan peak>``.
 """
 
 import argparse
@@ -934,18 +947,19 @@ def print_projection(rows, precision):
     """The projection table of one precision; returns the total hours."""
     print(f"\nprojection, {precision} (run_cv.py --precision {precision} --eval_precision "
           f"{precision}), hours for {N_FOLDS} folds:")
-    print(f"| {'step':<22} | {'runs per fold':<13} | {'train h':>8} | {'valid h':>8} | "
-          f"{'test h':>7} | {'ckpt h':>7} | {'gmp h':>7} | {'total h':>9} | {'share':>6} |")
-    print(f"|{'-' * 24}|{'-' * 15}|{'-' * 10}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 9}|"
-          f"{'-' * 11}|{'-' * 8}|")
+    numbers = ("train h", "valid h", "test h", "ckpt h", "gmp h")
+    print(f"| {'step':<22} | {'runs per fold':<13} | "
+          + " | ".join(f"{name:>10}" for name in numbers) + f" | {'total h':>11} | {'share':>6} |")
+    print(f"|{'-' * 24}|{'-' * 15}|" + f"{'-' * 12}|" * len(numbers) + f"{'-' * 13}|{'-' * 8}|")
     totals = [round(sum(parts.values()), 4) for _, _, parts in rows]
     grand = sum(totals)
     for (name, runs, parts), total in zip(rows, totals, strict=True):
-        print(f"| {name:<22} | {runs:<13} | {parts['train']:>8.4f} | {parts['valid']:>8.4f} | "
-              f"{parts['test']:>7.4f} | {parts['checkpoints']:>7.4f} | {parts['gmp']:>7.4f} | "
-              f"{total:>9.4f} | {100 * total / grand:>5.1f}% |")
-    print(f"| {'total':<22} | {'':<13} | {'':>8} | {'':>8} | {'':>7} | {'':>7} | {'':>7} | "
-          f"{grand:>9.4f} | {100.0:>5.1f}% |")
+        cells = " | ".join(f"{parts[key]:>10.4f}"
+                           for key in ("train", "valid", "test", "checkpoints", "gmp"))
+        print(f"| {name:<22} | {runs:<13} | {cells} | {total:>11.4f} | "
+              f"{100 * total / grand:>5.1f}% |")
+    blank = " | ".join(f"{'':>10}" for _ in numbers)
+    print(f"| {'total':<22} | {'':<13} | {blank} | {grand:>11.4f} | {100.0:>5.1f}% |")
     return grand
 
 
@@ -1025,6 +1039,11 @@ def progress(message):
     print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
+def fmt_count(n):
+    """A parameter count: ``315.4 M`` or, below a million, ``29,952``."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
 def fmt_bytes(n):
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
@@ -1070,7 +1089,7 @@ def main(argv=None):
         print(f"encoder: random-weight {label} ({config.num_hidden_layers} layers x "
               f"{config.hidden_size}, FFN {config.intermediate_size}, CNN {len(config.conv_dim)}"
               f" x {config.conv_dim[0]}, {config.feat_extract_norm}-norm front end; "
-              f"{total_params / 1e6:.1f} M parameters, {front_end_params / 1e6:.1f} M frozen "
+              f"{fmt_count(total_params)} parameters, {fmt_count(front_end_params)} frozen "
               f"CNN), written/loaded in {time.perf_counter() - started:.1f} s; freeze "
               f"{settings['stage0']['freeze_encoder']}, layerdrop "
               f"{settings['encoder']['layerdrop']}, SpecAugment "
@@ -1260,7 +1279,7 @@ def main(argv=None):
             print(f"\nprojection, {precision}: n/a (a stage ran out of memory)")
             continue
         totals[precision] = print_projection(rows, precision)
-    print(f"\ndisk (lobes.disk.plan, {total_params / 1e6:.1f} M encoder parameters, "
+    print(f"\ndisk (lobes.disk.plan, {fmt_count(total_params)} encoder parameters, "
           f"run_cv.py --systems gmp_tl,baseline: 4 training steps per fold):")
     for line, size_bytes in lines:
         print(f"  {size_bytes / GB:8.3f} GB  {line}")
