@@ -33,7 +33,6 @@ IEMOCAP-like set with the stage-1 hparams.
 import argparse
 import logging
 import math
-import re
 import tempfile
 
 import numpy as np
@@ -44,6 +43,7 @@ from speechbrain.dataio.sampler import DynamicBatchSampler
 
 from lobes.data import train_loader_options
 from lobes.frames import n_frames
+from lobes.hparams import compose, raw_values
 
 IEMOCAP_N = 5531
 IEMOCAP_MEDIAN_S = 3.5
@@ -72,12 +72,8 @@ def iemocap_like_durations(seed=0, n=IEMOCAP_N):
 
 
 def hparams_value(file_name, key):
-    """A plain scalar of a recipe hparams file (``key: value`` at the top level)."""
-    text = (RECIPE / "hparams" / file_name).read_text()
-    match = re.search(rf"^{key}:\s*([^\s#]+)", text, flags=re.MULTILINE)
-    if match is None:
-        raise KeyError(f"{key} not in hparams/{file_name}")
-    return float(match.group(1))
+    """A plain number of a recipe hparams file, composed (``extends:``) as the scripts read it."""
+    return float(raw_values(compose(RECIPE / "hparams" / file_name))[key])
 
 
 def duration_dataset(durations):

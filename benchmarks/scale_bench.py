@@ -32,8 +32,8 @@ What is measured
   utterances sorted by duration, as the recipe's loaders give them; ``--eval_steps`` batches at
   quantiles of the padded size after one untimed call.
 - **GMP extraction**: the frozen encoder returning the GMP layer, the layers above it dropped
-  (``SSLEncoder.drop_layers_after``, as ``extract_gmp.py``), batches of
-  ``extraction_batch_size`` sorted by duration, under the eval precision; then the frames go
+  (``SSLEncoder.drop_layers_after``, as ``extract_gmp.py``), one utterance at a time as
+  ``extract_gmp.py`` encodes them, under the eval precision; then the frames go
   to a float16 ``FeatureCacheWriter`` (timed apart).
 - **k-means** (faiss, ``lobes.kmeans.fit_kmeans`` with ``kmeans_iterations``) on synthetic
   frames of the encoder's width, one fit per GMP scale on the fold's training frames (capped
@@ -169,6 +169,10 @@ PEAK_TFLOPS = [
 # ---------------------------------------------------------------- recipe settings
 
 
+# extract_gmp.py encodes one utterance at a time (its GMPs never depend on a batch)
+EXTRACTION_BATCH = 1
+
+
 def _plain(value):
     """A ruamel value as plain Python (tagged ``!ref`` values as their ``<...>`` text)."""
     if isinstance(value, list):
@@ -208,7 +212,7 @@ def recipe_settings(encoder_name):
                            if _tag(value) is None or key == "embedding_size"}
     gmp = raw_values(compose(RECIPE / "hparams" / "gmp.yaml"))
     settings["gmp"] = {key: _plain(gmp[key]) for key in (
-        "extraction_batch_size", "kmeans_max_frames", "kmeans_iterations", "kmeans_backend",
+        "kmeans_max_frames", "kmeans_iterations", "kmeans_backend",
         "keep_feature_cache", "gmp_scales", "valid_ratio", "expected_utterances")}
     fragment = raw_values((REPO / "hparams" / "encoders" / f"{encoder_name}.yaml").read_text())
     settings["encoder"] = {key: _plain(fragment[key]) for key in (
@@ -927,7 +931,7 @@ def projection(settings, splits, batches, flops, training, evaluation, extractio
             extract_flop = sum(
                 flops.forward(samples[split][b].tolist(), layers=layer)["total"]
                 for split in splits
-                for b in sorted_batches(splits[split], settings["gmp"]["extraction_batch_size"]))
+                for b in sorted_batches(splits[split], EXTRACTION_BATCH))
             all_frames = sum(n_frames(int(n)) for split in splits for n in samples[split])
             extract_s = (extract_flop / (ex["flop"] / ex["encode_s"])
                          + all_frames * ex["write_s"] / ex["frames"])
@@ -1145,7 +1149,7 @@ def main(argv=None):
                 torch.cuda.empty_cache()
 
         extraction = {}
-        extract_batches = sorted_batches(splits["train"], settings["gmp"]["extraction_batch_size"])
+        extract_batches = sorted_batches(splits["train"], EXTRACTION_BATCH)
         for precision in args.precisions:
             extraction[precision] = measure_extraction(
                 folder, settings, extract_batches, samples["train"], precision, args, flops,
@@ -1241,8 +1245,8 @@ def main(argv=None):
                   f"{row['audio_s'] / row['time_s']:>9.2f} | {rate:>8.4f} | {mfu} |")
 
     layer = settings["encoder"]["gmp_layer"]
-    print(f"\nGMP extraction (frozen encoder up to layer {layer} of {flops.layers}, batches of "
-          f"{settings['gmp']['extraction_batch_size']} sorted by duration, float16 cache):")
+    print(f"\nGMP extraction (frozen encoder up to layer {layer} of {flops.layers}, one utterance "
+          "at a time as extract_gmp.py encodes them, float16 cache):")
     print(f"| {'prec':<4} | {'batches':>7} | {'audio s/s':>9} | {'TFLOP/s':>8} | "
           f"{'cache write us/frame':>20} |")
     print(f"|{'-' * 6}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 22}|")
