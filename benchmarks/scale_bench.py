@@ -331,8 +331,8 @@ class FlopModel:
     Example
     -------
     >>> from transformers import AutoConfig
-    >>> from lobes.encoder_configs import encoder_config
-    >>> values = encoder_config("hubert_large")
+    >>> from lobes.encoder_configs import hub_config
+    >>> values = hub_config("hubert_large")
     >>> config = AutoConfig.for_model(values.pop("model_type"), **values)
     >>> model = FlopModel(config, recipe_settings("hubert_large"))
     >>> round(model.forward([SAMPLE_RATE])["total"] / 1e9, 1)  # GFLOP, 1 s clip
@@ -552,12 +552,12 @@ def eager_attention(encoder):
 
 def encoder_folder(name, model_dir, size):
     """Write (or reuse) the random-weight encoder ``name`` of ``size`` under ``model_dir``."""
-    from lobes.encoder_configs import encoder_config, write_random_encoder
+    from lobes.encoder_configs import hub_config, write_random_encoder
 
     label = name if not any(size.values()) else (
         f"{name}-L{size['n_layers']}-H{size['hidden_size']}-C{size['conv_dim']}")
     folder = Path(model_dir) / label
-    wanted = encoder_config(name, **size)
+    wanted = hub_config(name, **size)
     config_path = folder / "config.json"
     if config_path.exists() and (folder / "model.safetensors").exists():
         import json

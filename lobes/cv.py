@@ -156,7 +156,9 @@ def step_command(step, overrides_file, args, recipe_dir):
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     launcher = [sys.executable, "-m", "torch.distributed.run",
                 f"--nproc_per_node={args.nproc}", f"--nnodes={args.nnodes}"]
-    if args.nnodes > 1:
+    if args.nnodes == 1:
+        launcher.append("--standalone")  # a free local port: several runs can share a machine
+    else:
         launcher += [f"--node_rank={args.node_rank}", f"--rdzv_endpoint={args.rdzv_endpoint}",
                      "--rdzv_backend=c10d"]
     return [*launcher, str(Path(recipe_dir) / script), *script_args,

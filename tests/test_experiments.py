@@ -23,9 +23,7 @@ from recipe_helpers import (
 )
 from test_other_corpora import make_cremad, make_msppodcast, make_ravdess
 
-from lobes import classify_cli
 from lobes.encoder_configs import write_random_encoder
-from lobes.export import export_run
 from lobes.hparams import HparamsError
 from lobes.manifests import PreparationError
 from lobes.recipe import RecipeError
@@ -218,22 +216,3 @@ def test_ctrl_c_says_how_to_resume(corpus, demo_hubert_dir, tmp_path):
     assert process.returncode == 130
     assert "interrupted: run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-
-
-def test_smaller_mistakes(cv_run, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        classify_cli.main([str(tmp_path), "a.wav", "--frames"])
-    assert "--frames adds the per-frame scores to the JSON records" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="is a stage0 run .* export the output folder of a "
-                                         "stage-2 or baseline run"):
-        export_run(cv_run / "fold1" / "stage0", tmp_path / "model")
-    model = export_run(cv_run / "fold1" / "stage2", tmp_path / "model")
-    card = (tmp_path / "model" / "README.md").read_text()
-    assert model and "test session 1 (leave-one-session-out)" in card
-    helped = subprocess.run([sys.executable, str(RECIPE_DIR / "train.py"), "--help"],
-                            capture_output=True, text=True)
-    assert helped.returncode == 0
-    assert "usage: python train.py HPARAMS.yaml [--overrides FILE" in helped.stdout
-    assert "--precision" in helped.stdout
-    log = (cv_run / "fold1" / "stage2" / "run.log").read_text()
-    assert "torchvision" not in log

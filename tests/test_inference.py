@@ -17,11 +17,16 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from recipe_helpers import RECIPE_DIR
 
+from lobes import classify_cli
 from lobes.audio import read_audio
 from lobes.export import export_run
 from lobes.frames import n_frames
 from lobes.inference import EmotionRecognizer, frame_times
+
+# one worker runs every test of the one-fold demo run (``cv_run``), which is built once
+pytestmark = pytest.mark.xdist_group("demo_cv")
 
 SYSTEMS = ("stage2", "baseline")
 PROBABILITY_TOLERANCE = 1e-4
@@ -306,3 +311,24 @@ def test_long_input_is_encoded_in_bounded_chunks(model_folders, test_wavs):
     assert result.probabilities[1].tolist() == pytest.approx(
         alone.probabilities[0].tolist(), abs=1e-5
     )
+
+
+def test_smaller_mistakes_of_export_classify_and_the_scripts(cv_run, tmp_path, capsys):
+    """README, "Mistakes and what they say": --frames without --json, exporting a stage-0
+    folder, the model card's fold wording, the stage scripts' --help, no torchvision warning."""
+    with pytest.raises(SystemExit):
+        classify_cli.main([str(tmp_path), "a.wav", "--frames"])
+    assert "--frames adds the per-frame scores to the JSON records" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="is a stage0 run .* export the output folder of a "
+                                         "stage-2 or baseline run"):
+        export_run(cv_run / "fold1" / "stage0", tmp_path / "model")
+    model = export_run(cv_run / "fold1" / "stage2", tmp_path / "model")
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert model and "test session 1 (leave-one-session-out)" in card
+    helped = subprocess.run([sys.executable, str(RECIPE_DIR / "train.py"), "--help"],
+                            capture_output=True, text=True)
+    assert helped.returncode == 0
+    assert "usage: python train.py HPARAMS.yaml [--overrides FILE" in helped.stdout
+    assert "--precision" in helped.stdout
+    log = (cv_run / "fold1" / "stage2" / "run.log").read_text()
+    assert "torchvision" not in log

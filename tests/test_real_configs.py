@@ -102,7 +102,7 @@ def test_gmp_labels_and_scores_do_not_depend_on_the_batch(name, micro_corpus, tm
               steps=[STEPS[0], STEPS[1], STEPS[4]])  # stage 0, the extraction, the baseline
     two_ranks = tmp_path / "two_ranks_gmp"
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(RECIPE_DIR / "extract_gmp.py"), str(RECIPE_DIR / "hparams" / "gmp.yaml"),
          f"--data_folder={micro_corpus}", "--overrides", str(fragment),
          str(RECIPE_DIR / "hparams" / "demo.yaml"), f"--encoder_source={encoder_source}",

@@ -15,6 +15,9 @@ from recipe_helpers import RECIPE_DIR, TINY_ENCODER_HPARAMS, recipe_module, run_
 
 from lobes.gmp_labels import read_label_file
 
+# one worker runs this module: its killed-and-resumed run is built once
+pytestmark = pytest.mark.xdist_group("run_cv")
+
 SYSTEM_FOLDERS = {"gmp_tl": "stage2", "baseline": "baseline"}
 SHORT = "number_of_epochs: 1\n"
 
@@ -132,7 +135,7 @@ def test_two_processes_ddp_extraction_and_training(killed_and_resumed, small_cor
     common = [f"--data_folder={small_corpus}", *tiny_encoder(demo_hubert_dir),
               "--expected_utterances=0", "--skip_prep=True",
               f"--output_root={fold_dir}", "--distributed_backend=gloo"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     gmp_folder = tmp_path / "gmp_ddp"
     subprocess.run(
         [*torchrun, str(RECIPE_DIR / "extract_gmp.py"), str(RECIPE_DIR / "hparams" / "gmp.yaml"),
