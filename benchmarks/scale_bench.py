@@ -1089,7 +1089,7 @@ def main(argv=None):
         folder, label = encoder_folder(args.encoder, args.model_dir or work / "models", size)
         config = encoder_config(folder)
         flops = FlopModel(config, settings)
-        total_params, front_end_params = parameter_counts(folder)
+        total_params, front_end_params = parameter_counts(config)
         print(f"encoder: random-weight {label} ({config.num_hidden_layers} layers x "
               f"{config.hidden_size}, FFN {config.intermediate_size}, CNN {len(config.conv_dim)}"
               f" x {config.conv_dim[0]}, {config.feat_extract_norm}-norm front end; "

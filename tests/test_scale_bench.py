@@ -114,10 +114,11 @@ def test_disk_is_the_plan_peak_for_the_quick_encoder(quick_output, tmp_path):
     from scale_bench import QUICK_SIZE
 
     from lobes.disk import GB, feature_cache_bytes, parameter_counts, plan
+    from lobes.encoder import encoder_config
     from lobes.encoder_configs import write_random_encoder
 
     folder = write_random_encoder("hubert_large", tmp_path / "encoder", **QUICK_SIZE)
-    total, front_end = parameter_counts(folder)
+    total, front_end = parameter_counts(encoder_config(folder))
     durations = iemocap_like_durations()
     manifest = {str(i): {"duration": float(d)} for i, d in enumerate(durations)}
     cache = feature_cache_bytes([manifest], QUICK_SIZE["hidden_size"], 1)
