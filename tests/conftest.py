@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 from recipe_helpers import recipe_module, run_cv  # noqa: E402
 
@@ -39,3 +41,21 @@ def cv_run(tmp_path_factory, demo_corpus_dir, demo_hubert_dir):
     completed = run_cv(output_folder, demo_corpus_dir, demo_hubert_dir, "--folds", "1")
     (output_folder / "run_cv_stdout.txt").write_text(completed.stdout + completed.stderr)
     return output_folder
+
+
+# The test modules that read the one-fold demo run (``cv_run``, built once per worker process).
+DEMO_RUN_MODULES = {"test_training.py", "test_inference.py", "test_gmp_extraction.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs two pytest-xdist workers: each test module goes to one worker (its
+    module fixtures are built once), and the modules that read the demo run go to the same one.
+    (xdist's own ``--dist loadgroup`` marks do not take with pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return "demo run" if Path(module).name in DEMO_RUN_MODULES else module
+
+    return SharedRunScheduling(config, log)

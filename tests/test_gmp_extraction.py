@@ -12,9 +12,6 @@ from lobes.feature_cache import FeatureCache
 from lobes.frames import n_frames
 from lobes.gmp_labels import read_label_file, read_label_meta
 
-# one worker runs every test of the one-fold demo run (``cv_run``), which is built once
-pytestmark = pytest.mark.xdist_group("demo_cv")
-
 SPLITS = ("train", "valid", "test")
 SCALES = (8, 16, 32)  # hparams/demo.yaml
 FIT_HPARAMS = {"gmp_gender_split": False, "kmeans_max_frames": 10**6, "seed": 1986,

@@ -25,9 +25,6 @@ from lobes.export import export_run
 from lobes.frames import n_frames
 from lobes.inference import EmotionRecognizer, frame_times
 
-# one worker runs every test of the one-fold demo run (``cv_run``), which is built once
-pytestmark = pytest.mark.xdist_group("demo_cv")
-
 SYSTEMS = ("stage2", "baseline")
 PROBABILITY_TOLERANCE = 1e-4
 

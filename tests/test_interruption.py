@@ -21,9 +21,6 @@ from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 
 from lobes.gmp_labels import meta_path_of, read_label_file
 
-# one worker runs this module: its runs are built once
-pytestmark = pytest.mark.xdist_group("interruption")
-
 KILL_AT = Path(__file__).with_name("kill_at.py")
 SCALES = (8, 16)
 TRAINING = ["--number_of_epochs=2", "--max_batch_length=20"]

@@ -15,9 +15,6 @@ from recipe_helpers import RECIPE_DIR, TINY_ENCODER_HPARAMS, recipe_module, run_
 
 from lobes.gmp_labels import read_label_file
 
-# one worker runs this module: its killed-and-resumed run is built once
-pytestmark = pytest.mark.xdist_group("run_cv")
-
 SYSTEM_FOLDERS = {"gmp_tl": "stage2", "baseline": "baseline"}
 SHORT = "number_of_epochs: 1\n"
 

@@ -7,7 +7,6 @@ import sys
 from collections import Counter
 
 import numpy as np
-import pytest
 import speechbrain as sb
 import torch
 from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
@@ -18,9 +17,6 @@ from lobes.encoder import SSLEncoder
 from lobes.frames import n_frames
 from lobes.gmp_labels import read_label_file
 from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead
-
-# one worker runs every test of the one-fold demo run (``cv_run``), which is built once
-pytestmark = pytest.mark.xdist_group("demo_cv")
 
 DEMO_SCALES = (8, 16, 32)  # hparams/demo.yaml
 DEMO_LAYER = 2
