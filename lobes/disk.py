@@ -197,7 +197,7 @@ class DiskSpaceError(OSError):
     """Less free disk than a run needs; the message says how much and what to do."""
 
 
-def check_free_space(folder, needed, what="this run"):
+def check_free_space(folder, needed, what="this run needs"):
     """Stop with a clear error when ``folder``'s file system has less than ``needed`` free."""
     folder = Path(folder)
     probe = folder
@@ -206,7 +206,7 @@ def check_free_space(folder, needed, what="this run"):
     free = shutil.disk_usage(probe).free
     if free < needed:
         raise DiskSpaceError(
-            f"{what} needs about {needed / GB:.1f} GB of disk at its peak but {probe} has "
+            f"{what} about {needed / GB:.1f} GB of disk at its peak but {probe} has "
             f"{free / GB:.1f} GB free: free some space, choose another --output_folder, or run "
             "fewer folds or systems at a time (--skip_disk_check runs anyway)"
         )
@@ -244,6 +244,6 @@ def print_plan(values, n_folds, steps_per_fold, training_steps_left, extractions
     if check_folder is not None:
         needed = still_needed(total, front_end, cache, training_steps_left, extractions_left,
                               hub_download, keep)
-        free = check_free_space(check_folder, needed, "the remaining steps")
+        free = check_free_space(check_folder, needed, "the remaining steps need")
         print(f"  {needed / GB:7.2f} GB  still needed; {free / GB:.2f} GB free in "
               f"{check_folder}", flush=True)

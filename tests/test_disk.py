@@ -36,7 +36,7 @@ def test_the_runner_stops_before_any_work_when_the_disk_is_short(
         monkeypatch, tmp_path, demo_corpus_dir, demo_hubert_dir, capsys):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 10**3))
-    with pytest.raises(disk.DiskSpaceError, match="needs about .* GB of disk at its peak but "
+    with pytest.raises(disk.DiskSpaceError, match="need about .* GB of disk at its peak but "
                                                   ".* has 0.0 GB free"):
         recipe_module("run_cv").main([
             "--data_folder", str(demo_corpus_dir), "--output_folder", str(tmp_path / "out"),
