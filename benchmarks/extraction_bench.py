@@ -31,6 +31,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before torch, which imports tqdm
 
 import torch  # noqa: E402
 from bench_utils import (  # noqa: E402
+    RECIPE,
     SIZES,
     demo_manifests,
     load_note,
@@ -41,6 +42,7 @@ from bench_utils import (  # noqa: E402
 
 from lobes.data import SPLITS  # noqa: E402
 from lobes.encoder import SSLEncoder  # noqa: E402
+from lobes.hparams import compose, raw_values  # noqa: E402
 
 
 class PassCounter:
@@ -56,25 +58,25 @@ class PassCounter:
 
 
 def base_hparams(model_folder, stage0_folder, dim, work, name, layers, scales, counter):
-    """The ``gmp.yaml`` keys that ``extract_features`` and ``cluster_scales`` read."""
+    """The keys that ``extract_features`` and ``cluster_scales`` read: the shipped ``gmp.yaml``
+    values (composed as the script reads them), this run's encoder, folders, layers and scales."""
     encoder = SSLEncoder(model_folder, work / "hub", output_layers=[-1], freeze="all")
     encoder.register_forward_hook(counter)
-    return {
+    shipped = raw_values(compose(RECIPE / "hparams" / "gmp.yaml"))
+    hparams = {key: shipped[key] for key in (
+        "cache_flush_every", "gmp_gender_split", "kmeans_backend", "kmeans_max_frames",
+        "kmeans_iterations", "sklearn_options", "seed")}
+    hparams.update({
         "encoder": encoder,
         "encoder_source": str(model_folder),
         "encoder_dim": dim,
         "stage0_folder": str(stage0_folder),
         "cache_folder": str(work / name / "cache"),
-        "gmp_folder": str(work / name / "gmp"),
+        "output_folder": str(work / name / "gmp"),
         "gmp_layers": list(layers),
         "gmp_scales": list(scales),
-        "gmp_gender_split": False,
-        "kmeans_backend": "faiss",
-        "kmeans_max_frames": 1_000_000,
-        "kmeans_iterations": 20,
-        "sklearn_options": {},
-        "seed": 1986,
-    }
+    })
+    return hparams
 
 
 def run_extraction(extract_gmp, manifests, hparams_of, label_sets):

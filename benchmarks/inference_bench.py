@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from bench_utils import load_note, machine_line, write_hubert
+from bench_utils import SIZES, load_note, machine_line, write_hubert
 
 SAMPLE_RATE = 16000
 
@@ -141,6 +141,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per system")
     parser.add_argument("--chunks", type=float, nargs="*", default=[10.0],
                         help="further chunk_seconds values to time (default: 10)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="base",
+                        help="encoder size (mid: the tests' shrunk run)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="1 timed call per system")
     args = parser.parse_args(argv)
@@ -160,12 +162,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         model_folder = write_model_folder(
-            work / "model", write_hubert(work / "hubert_base", "base"),
+            work / "model", write_hubert(work / "hubert_base", args.size),
             ["neu", "hap", "ang", "sad"],
         )
         wav_path = str(write_test_wav(work / "test.wav", args.seconds))
         warmup_path = str(write_test_wav(work / "warmup.wav", 5.0, seed=1))
-        print(f"model folder: random HuBERT-base + mean pooling + cosine head "
+        print(f"model folder: random HuBERT-{args.size} + mean pooling + cosine head "
               f"(lobes.export.write_model_folder); file: {args.seconds:g} s, 16 kHz mono")
         connections, processes = {}, []
         for system in systems:  # loaded one after the other: no load overlaps a timed call

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from bench_utils import interleaved, load_note, machine_line, recipe_module, write_hubert
+from bench_utils import SIZES, interleaved, load_note, machine_line, recipe_module, write_hubert
 from speechbrain.dataio.batch import PaddedBatch
 
 from lobes.data import make_label_encoder
@@ -141,6 +141,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4, help="utterances per batch")
     parser.add_argument("--min_s", type=float, default=4.0, help="shortest utterance (s)")
     parser.add_argument("--max_s", type=float, default=6.0, help="longest utterance (s)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="base",
+                        help="encoder size (mid: the tests' shrunk run)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="2 repetitions")
     args = parser.parse_args(argv)
@@ -153,7 +155,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        model_folder = write_hubert(work / "model", "base")
+        model_folder = write_hubert(work / "model", args.size)
         stage1, baseline = build_brains(train, model_folder, work)
         batch = make_batch(args.batch, args.min_s, args.max_s)
         dim = stage1.modules.encoder.hidden_size
@@ -162,7 +164,7 @@ def main(argv=None):
             p.numel() for p in stage1.modules.encoder.parameters() if p.requires_grad
         )
         print(
-            f"encoder: random HuBERT-base ({n_encoder / 1e6:.1f} M parameters, "
+            f"encoder: random HuBERT-{args.size} ({n_encoder / 1e6:.1f} M parameters, "
             f"{n_trained / 1e6:.1f} M trained, CNN frozen); batch: {args.batch} utterances "
             f"of {args.min_s:g}-{args.max_s:g} s ({batch.sig.data.shape[1] / 16000:.2f} s padded)"
         )
