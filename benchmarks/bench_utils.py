@@ -8,6 +8,7 @@ local ``encoder_source`` folder), corpora are the synthetic demo corpus or drawn
 import importlib.util
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -112,6 +113,32 @@ def load_note():
     except OSError:
         return "load average unknown"
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def status_kb(field):
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``); None where unreadable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_cpu_peak():
+    """Reset the process's peak resident set (Linux >= 4.0); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_peak_kb():
+    """The process's peak resident set in kB: ``VmHWM``, else ``ru_maxrss``."""
+    hwm = status_kb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def machine_line():

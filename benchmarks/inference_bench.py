@@ -33,7 +33,6 @@ bare HF>``.
 
 import argparse
 import multiprocessing
-import resource
 import statistics
 import tempfile
 import time
@@ -41,33 +40,17 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from bench_utils import SIZES, load_note, machine_line, write_hubert
+from bench_utils import (
+    SIZES,
+    cpu_peak_kb,
+    load_note,
+    machine_line,
+    reset_cpu_peak,
+    status_kb,
+    write_hubert,
+)
 
 SAMPLE_RATE = 16000
-
-
-def _status_kb(field):
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak():
-    """Reset the peak resident set (Linux >= 4.0); False where it cannot."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_kb():
-    hwm = _status_kb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _load(system, model_folder):
@@ -112,16 +95,16 @@ def worker(system, model_folder, wav_path, warmup_path, connection, threads=None
 
         torch.set_num_threads(threads)
     run = _load(system, model_folder)
-    rss_loaded = _status_kb("VmRSS") or 0
+    rss_loaded = status_kb("VmRSS") or 0
     run(warmup_path)  # warm-up (thread pools, allocator, lazy imports)
-    reset = _reset_peak()
+    reset = reset_cpu_peak()
     times = []
     while connection.recv() == "run":
         start = time.perf_counter()
         run(wav_path)
         times.append(time.perf_counter() - start)
         connection.send("done")
-    connection.send({"times": times, "peak_kb": _peak_kb(), "rss_loaded_kb": rss_loaded,
+    connection.send({"times": times, "peak_kb": cpu_peak_kb(), "rss_loaded_kb": rss_loaded,
                      "peak_reset": reset})
 
 

@@ -114,7 +114,6 @@ import gc
 import logging
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -126,7 +125,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # before torch, which imports tqdm
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from batching_bench import duration_dataset, iemocap_like_durations  # noqa: E402
-from bench_utils import RECIPE, REPO, load_note, machine_line, recipe_module  # noqa: E402
+from bench_utils import (  # noqa: E402
+    RECIPE,
+    REPO,
+    cpu_peak_kb,
+    load_note,
+    machine_line,
+    recipe_module,
+    reset_cpu_peak,
+    status_kb,
+)
 
 STAGE_FILES = {
     "stage0": "stage0_mtl.yaml",
@@ -426,14 +434,13 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def _status_kb(field):
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+def timed_call(device, function):
+    """Seconds ``function()`` takes, the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    function()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def reset_peak(device):
@@ -442,20 +449,14 @@ def reset_peak(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         return True
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    return reset_cpu_peak()
 
 
 def peak_bytes(device):
     """GPU: ``max_memory_allocated``; CPU: peak resident set (VmHWM, else ru_maxrss)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    hwm = _status_kb("VmHWM")
-    return 1024 * (hwm if hwm is not None else
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return 1024 * cpu_peak_kb()
 
 
 def cpu_peak_tflops(threads):
@@ -629,24 +630,25 @@ def build_brain(stage, folder, settings, device, work):
 # ---------------------------------------------------------------- measurements
 
 
+def batch_targets(brain):
+    """What ``make_batch`` draws labels for: the frame heads' sizes and the emotion count."""
+    outputs = brain.modules["frame_head"].n_outputs if "frame_head" in brain.modules else []
+    return outputs, len(brain.hparams.label_encoder)
+
+
 def measure_training(brain, stage, batches, samples, precision, args, flops, generator):
     """Warm-up on the largest batch, then timed ``fit_batch`` calls; sums and peak memory."""
     import speechbrain as sb
 
     set_precision(brain, precision)
-    outputs = brain.modules["frame_head"].n_outputs if "frame_head" in brain.modules else []
-    n_emotions = len(brain.hparams.label_encoder)
+    outputs, n_emotions = batch_targets(brain)
     warmup_batch, timed = pick_batches(batches, samples, args.steps)
     counter = LayerCounter(brain.modules.encoder)
     optimizer_times = []
     original_step = brain.optimizers_step
 
     def timed_optimizers_step():
-        sync(args.device)
-        start = time.perf_counter()
-        original_step()
-        sync(args.device)
-        optimizer_times.append(time.perf_counter() - start)
+        optimizer_times.append(timed_call(args.device, original_step))
 
     brain.optimizers_step = timed_optimizers_step
     brain.modules.train()
@@ -660,11 +662,7 @@ def measure_training(brain, stage, batches, samples, precision, args, flops, gen
             batch = make_batch(batch_samples, outputs, n_emotions, generator)
             counter.count = 0
             optimizer_times.clear()
-            sync(args.device)
-            start = time.perf_counter()
-            brain.fit_batch(batch)
-            sync(args.device)
-            elapsed = time.perf_counter() - start
+            elapsed = timed_call(args.device, lambda batch=batch: brain.fit_batch(batch))
             brain.step += 1
             if index < args.warmup:
                 continue
@@ -689,8 +687,7 @@ def measure_eval(brain, stage, batches, samples, precision, args, flops, generat
     import speechbrain as sb
 
     set_precision(brain, precision)
-    outputs = brain.modules["frame_head"].n_outputs if "frame_head" in brain.modules else []
-    n_emotions = len(brain.hparams.label_encoder)
+    outputs, n_emotions = batch_targets(brain)
     _, timed = pick_batches(batches, samples, args.eval_steps)
     warmup = min(args.warmup, 1)  # on the first timed batch (the largest can cost minutes on CPU)
     brain.modules.eval()
@@ -699,11 +696,8 @@ def measure_eval(brain, stage, batches, samples, precision, args, flops, generat
     for index, indices in enumerate(timed[:warmup] + timed):
         batch_samples = samples[indices]
         batch = make_batch(batch_samples, outputs, n_emotions, generator)
-        sync(args.device)
-        start = time.perf_counter()
-        brain.evaluate_batch(batch, sb.Stage.VALID)
-        sync(args.device)
-        elapsed = time.perf_counter() - start
+        elapsed = timed_call(args.device,
+                             lambda batch=batch: brain.evaluate_batch(batch, sb.Stage.VALID))
         if index < warmup:
             continue
         result["batches"] += 1
@@ -1115,7 +1109,7 @@ def main(argv=None):
               f"largest {max(len(b) * samples['train'][b].max() for b in first) / SAMPLE_RATE:.1f}"
               f" s padded, {100 * (1 - samples['train'].sum() / padded):.1f} % padding")
 
-        rss_start = 1024 * (_status_kb("VmRSS") or 0)
+        rss_start = 1024 * (status_kb("VmRSS") or 0)
         training = {stage: {} for stage in STAGE_FILES}
         evaluation = {stage: {} for stage in STAGE_FILES}
         checkpoint_s, checkpoint_bytes, checks = None, None, []

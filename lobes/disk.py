@@ -221,13 +221,12 @@ def print_plan(values, n_folds, steps_per_fold, training_steps_left, extractions
     ``values`` are the resolved hparams of a fold's GMP extraction (encoder, GMP layers,
     manifests, ``keep_feature_cache``), or of any step when the run extracts nothing.
     """
-    from lobes.data import load_manifest
+    from lobes.data import SPLITS, load_manifest
     from lobes.encoder import encoder_config
 
     total, front_end = parameter_counts(encoder_config(values["encoder_source"],
                                                        values["encoder_cache"]))
-    manifests = [load_manifest(values[f"{split}_annotation"])
-                 for split in ("train", "valid", "test")]
+    manifests = [load_manifest(values[f"{split}_annotation"]) for split in SPLITS]
     with_extraction = values["step"] == "gmp"
     cache = feature_cache_bytes(manifests, values["encoder_dim"], len(values["gmp_layers"])) \
         if with_extraction else 0
