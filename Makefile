@@ -40,7 +40,7 @@ $(DEMO_CORPUS)/demo_truth.json: | $(STAMP)
 	$(PY) recipes/IEMOCAP/GMP-TL/make_demo_corpus.py $(DEMO_DIR)/corpus --utts_per_speaker 20
 
 $(DEMO_HUBERT)/config.json: | $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m lobes.tiny_hubert $(DEMO_HUBERT)
+	HF_HUB_OFFLINE=1 $(PY) -m lobes.fixtures.encoders $(DEMO_HUBERT)
 
 demo: $(STAMP) $(DEMO_CORPUS)/demo_truth.json $(DEMO_HUBERT)/config.json
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) recipes/IEMOCAP/GMP-TL/run_cv.py \

@@ -24,8 +24,8 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "gmptl-export=lobes.export:main",
-            "gmptl-classify=lobes.classify_cli:main",
+            "gmptl-export=lobes.deploy.export:main",
+            "gmptl-classify=lobes.deploy.classify_cli:main",
         ],
     },
 )

@@ -1,6 +1,6 @@
 """Benchmark: padding per epoch, length-bucketed dynamic batches against plain random batches.
 
-Our batching is ``lobes.data.train_loader_options`` with ``dynamic_batching: True``:
+Our batching is ``lobes.data.datasets.train_loader_options`` with ``dynamic_batching: True``:
 SpeechBrain's ``DynamicBatchSampler`` by duration, with ``max_batch_length`` (seconds of audio
 per batch) and ``num_buckets`` read from the stage hparams. The named alternative is plain
 random batching (shuffle, then fixed-size batches) with the batch size that holds the same mean
@@ -41,9 +41,9 @@ from bench_utils import RECIPE, demo_manifests
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
 
-from lobes.data import train_loader_options
-from lobes.frames import n_frames
-from lobes.hparams import compose, raw_values
+from lobes.data.datasets import train_loader_options
+from lobes.models.frames import n_frames
+from lobes.runner.hparams import compose, raw_values
 
 IEMOCAP_N = 5531
 IEMOCAP_MEDIAN_S = 3.5
@@ -113,7 +113,7 @@ def epochs_of_sampler(sampler, epochs):
 
 
 def dynamic_batches(durations, max_batch_length, num_buckets, epochs):
-    """Our batching: the sampler built by ``lobes.data.train_loader_options``."""
+    """Our batching: the sampler built by ``lobes.data.datasets.train_loader_options``."""
     hparams = {
         "dynamic_batching": True, "max_batch_length": max_batch_length,
         "num_buckets": int(num_buckets), "batch_size": 4,

@@ -1,11 +1,10 @@
 """What the benchmarks share: random-weight HuBERTs, the demo corpus, side-by-side timing.
 
 Not a benchmark itself. Every benchmark runs offline on CPU: encoders are random-weight HuBERTs
-built from ``transformers``' ``HubertConfig`` and loaded through the project's own code path (a
-local ``encoder_source`` folder), corpora are the synthetic demo corpus or drawn durations.
+written by ``lobes.fixtures.encoders.write_encoder`` and loaded through the project's own code
+path (a local ``encoder_source`` folder), corpora are the synthetic demo corpus or drawn durations.
 """
 
-import importlib.util
 import os
 import platform
 import resource
@@ -47,39 +46,27 @@ def write_hubert(out_dir, size="base", seed=0):
     >>> sorted(p.name for p in Path(folder).iterdir())
     ['config.json', 'model.safetensors', 'preprocessor_config.json']
     """
-    import torch
     import transformers
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    from lobes.fixtures.encoders import TINY_FEATURE_EXTRACTOR, write_encoder
 
     transformers.logging.disable_progress_bar()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = HubertConfig(
-        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        feat_proj_dropout=0.0, layerdrop=0.0, **SIZES[size],
-    )
-    torch.manual_seed(seed)
-    HubertModel(config).save_pretrained(out_dir)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-        return_attention_mask=True,
-    ).save_pretrained(out_dir)
-    return str(out_dir)
+    config = {"model_type": "hubert", "hidden_dropout": 0.0, "attention_dropout": 0.0,
+              "activation_dropout": 0.0, "feat_proj_dropout": 0.0, "layerdrop": 0.0,
+              **SIZES[size]}
+    return write_encoder(config, TINY_FEATURE_EXTRACTOR, out_dir, seed)
 
 
 def recipe_module(name):
     """Import ``recipes/IEMOCAP/GMP-TL/<name>.py`` as a module (the recipe is no package)."""
-    if str(RECIPE) not in sys.path:
-        sys.path.insert(0, str(RECIPE))  # its scripts import their siblings
-    spec = importlib.util.spec_from_file_location(f"gmptl_{name}", RECIPE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from lobes.fixtures.recipe_modules import recipe_module as import_script
+
+    return import_script(name, RECIPE)
 
 
 def demo_manifests(out_dir, utts_per_speaker=30, test_session=1, seed=0):
     """Write (once) the demo corpus and one fold's manifests; return ``{split: manifest}``."""
-    from lobes.data import SPLITS, load_manifest
+    from lobes.data.datasets import SPLITS, load_manifest
 
     out_dir = Path(out_dir)
     prepare_folder = out_dir / f"prepare_fold{test_session}"

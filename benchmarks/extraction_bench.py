@@ -40,9 +40,9 @@ from bench_utils import (  # noqa: E402
     write_hubert,
 )
 
-from lobes.data import SPLITS  # noqa: E402
-from lobes.encoder import SSLEncoder  # noqa: E402
-from lobes.hparams import compose, raw_values  # noqa: E402
+from lobes.data.datasets import SPLITS  # noqa: E402
+from lobes.models.encoder import SSLEncoder  # noqa: E402
+from lobes.runner.hparams import compose, raw_values  # noqa: E402
 
 
 class PassCounter:

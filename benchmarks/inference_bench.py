@@ -1,6 +1,6 @@
 """Benchmark: ``EmotionRecognizer.classify_file`` on CPU, real-time factor and peak memory.
 
-A model folder is written the way ``gmptl-export`` writes one (``lobes.export.
+A model folder is written the way ``gmptl-export`` writes one (``lobes.deploy.export.
 write_model_folder``: encoder folder, pooling and cosine-head weights, label encoder,
 ``hyperparams.yaml``) around a random-weight HuBERT-base architecture (HF ``HubertConfig``
 defaults: 12 layers, 768-d, 95 M parameters), and loaded with
@@ -58,7 +58,7 @@ def _load(system, model_folder):
     import torch
 
     if system.startswith("classify_file"):
-        from lobes.inference import EmotionRecognizer, quiet_library_logs
+        from lobes.deploy.inference import EmotionRecognizer, quiet_library_logs
 
         quiet_library_logs()
         overrides = None
@@ -135,7 +135,7 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)  # as in the workers, for the line below
     print(machine_line())
-    from lobes.export import write_model_folder
+    from lobes.deploy.export import write_model_folder
 
     systems = [
         "classify_file", *[f"classify_file, chunk_seconds {c:g}" for c in args.chunks],
@@ -151,7 +151,7 @@ def main(argv=None):
         wav_path = str(write_test_wav(work / "test.wav", args.seconds))
         warmup_path = str(write_test_wav(work / "warmup.wav", 5.0, seed=1))
         print(f"model folder: random HuBERT-{args.size} + mean pooling + cosine head "
-              f"(lobes.export.write_model_folder); file: {args.seconds:g} s, 16 kHz mono")
+              f"(lobes.deploy.export.write_model_folder); file: {args.seconds:g} s, 16 kHz mono")
         connections, processes = {}, []
         for system in systems:  # loaded one after the other: no load overlaps a timed call
             ours, theirs = context.Pipe()

@@ -31,10 +31,10 @@ import numpy as np
 # The feature cache (which imports torch) is imported where used, keeping the fit
 # processes free of torch's OpenMP runtime.
 try:
-    from lobes.kmeans import SKLEARN_DEFAULTS, KMeansModel, assign_labels_streaming, fit_kmeans
+    from lobes.gmp.kmeans import SKLEARN_DEFAULTS, KMeansModel, assign_labels_streaming, fit_kmeans
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from lobes.kmeans import SKLEARN_DEFAULTS, KMeansModel, assign_labels_streaming, fit_kmeans
+    from lobes.gmp.kmeans import SKLEARN_DEFAULTS, KMeansModel, assign_labels_streaming, fit_kmeans
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def fit_in_fresh_process(frames_path, model_path, *fit_args):
 
 def write_cache(folder, frames, seed=0):
     """Cut ``frames`` into utterances of 50..500 frames and cache them as one split."""
-    from lobes.feature_cache import FeatureCache, FeatureCacheWriter
+    from lobes.gmp.feature_cache import FeatureCache, FeatureCacheWriter
 
     rng = np.random.default_rng(seed)
     lengths = []

@@ -3,8 +3,9 @@
 The question it answers: how long do the five folds of ``run_cv.py --systems gmp_tl,baseline``
 take on this machine (a GPU, or the CPU), how much memory and disk do they need, and where does
 the time go. Everything runs offline with random weights in the real configuration
-(``lobes.encoder_configs.write_random_encoder``: full size by default, ``--encoder
-hubert_large``, or shrunk in depth and width), loaded through ``lobes.encoder.SSLEncoder`` with
+(``lobes.fixtures.encoders.write_random_encoder``: full size by default, ``--encoder
+hubert_large``, or shrunk in depth and width), loaded through
+``lobes.models.encoder.SSLEncoder`` with
 the flags of the shipped hparams (``freeze: cnn``; LayerDrop, SpecAugment and
 ``mask_time_prob`` from ``hparams/encoders/<encoder>.yaml``: 0.1, on, 0.05 for HuBERT large).
 Every recipe value (epochs, ``max_batch_length``, ``num_buckets``, batch sizes, learning rates,
@@ -22,7 +23,7 @@ What is measured
   an IEMOCAP-like duration set (``batching_bench.iemocap_like_durations``: 5531 log-normal
   durations, median 3.5 s, sigma 0.72, 0.6-34 s, about 7 h; a fold holds out a fifth as test
   and 10 % of the rest as valid) batched by SpeechBrain's ``DynamicBatchSampler`` through
-  ``lobes.data.train_loader_options`` at the stage's ``max_batch_length`` and
+  ``lobes.data.datasets.train_loader_options`` at the stage's ``max_batch_length`` and
   ``num_buckets``; random waveforms and labels. One warm-up step on the epoch's largest batch
   (so that the peak memory is the worst batch's), then ``--steps`` timed steps on batches at
   evenly spaced quantiles of the padded batch size. fp32 and bf16 autocast (SpeechBrain's
@@ -35,7 +36,7 @@ What is measured
   (``SSLEncoder.drop_layers_after``, as ``extract_gmp.py``), one utterance at a time as
   ``extract_gmp.py`` encodes them, under the eval precision; then the frames go
   to a float16 ``FeatureCacheWriter`` (timed apart).
-- **k-means** (faiss, ``lobes.kmeans.fit_kmeans`` with ``kmeans_iterations``) on synthetic
+- **k-means** (faiss, ``lobes.gmp.kmeans.fit_kmeans`` with ``kmeans_iterations``) on synthetic
   frames of the encoder's width, one fit per GMP scale on the fold's training frames (capped
   at ``kmeans_max_frames``, 1 M), and the label assignment (``KMeansModel.predict``). faiss runs
   a fixed number of exhaustive Lloyd iterations, so the time does not depend on the frames'
@@ -86,7 +87,7 @@ every frame. A training epoch costs ``batches x optimizer step + epoch FLOP / me
 forward+backward FLOP/s`` (so every batch shape of the epoch counts, not only the timed
 ones), a validation or test pass ``FLOP / measured evaluation FLOP/s``. Times 5 folds. Not
 counted: audio loading and data pipeline (``num_workers: 0`` in the recipe), model loading,
-the cluster report, process start-up. Disk: ``lobes.disk.plan`` with the encoder's parameter
+the cluster report, process start-up. Disk: ``lobes.runner.disk.plan`` with the encoder's parameter
 count and the fold's float16 feature cache, as ``run_cv.py`` prints it.
 
 Usage::
@@ -105,7 +106,7 @@ takes 15 s batches, no warm-up, 2 steps and a small k-means: the test suite runs
 
 The last line printed is ``audio_s_per_s=<training audio seconds per second, all stages, the
 faster precision> projected_hours=<5 folds of gmp_tl + baseline at that precision>
-disk_gb=<lobes.disk.plan peak>``.
+disk_gb=<lobes.runner.disk.plan peak>``.
 """
 
 import argparse
@@ -153,7 +154,7 @@ SAMPLE_RATE = 16000
 N_FOLDS = 5
 GB = 1e9
 # --quick: the shrunk encoder (write_random_encoder's size arguments; SHRUNK_SIZE of
-# lobes.encoder_configs), shorter training batches (a shrunk model keeps the hub's 16 attention
+# lobes.fixtures.encoders), shorter training batches (a shrunk model keeps the hub's 16 attention
 # heads, so its attention costs as much as the full model's), a small k-means
 QUICK_SIZE = {"n_layers": 2, "hidden_size": 32, "conv_dim": 16}
 QUICK_MAX_BATCH_LENGTH = 15.0
@@ -211,7 +212,7 @@ def recipe_settings(encoder_name):
     >>> settings["encoder"]["gmp_layer"], settings["encoder"]["layerdrop"]
     (12, 0.1)
     """
-    from lobes.hparams import compose, raw_values
+    from lobes.runner.hparams import compose, raw_values
 
     settings = {}
     for stage, file_name in STAGE_FILES.items():
@@ -255,7 +256,7 @@ def fold_durations(valid_ratio, seed=0):
 
 def train_batches(durations, max_batch_length, num_buckets, epoch=0):
     """One epoch of index batches from the recipe's sampler (``train_loader_options``)."""
-    from lobes.data import train_loader_options
+    from lobes.data.datasets import train_loader_options
 
     hparams = {"dynamic_batching": True, "max_batch_length": max_batch_length,
                "num_buckets": int(num_buckets), "batch_size": 4}
@@ -298,7 +299,7 @@ def make_batch(samples, gmp_outputs, n_emotions, generator):
     """A SpeechBrain ``PaddedBatch`` of random waveforms (and random labels of every kind)."""
     from speechbrain.dataio.batch import PaddedBatch
 
-    from lobes.frames import n_frames
+    from lobes.models.frames import n_frames
 
     examples = []
     for index, count in enumerate(samples):
@@ -339,7 +340,7 @@ class FlopModel:
     Example
     -------
     >>> from transformers import AutoConfig
-    >>> from lobes.encoder_configs import hub_config
+    >>> from lobes.fixtures.encoders import hub_config
     >>> values = hub_config("hubert_large")
     >>> config = AutoConfig.for_model(values.pop("model_type"), **values)
     >>> model = FlopModel(config, recipe_settings("hubert_large"))
@@ -553,7 +554,7 @@ def eager_attention(encoder):
 
 def encoder_folder(name, model_dir, size):
     """Write (or reuse) the random-weight encoder ``name`` of ``size`` under ``model_dir``."""
-    from lobes.encoder_configs import hub_config, write_random_encoder
+    from lobes.fixtures.encoders import hub_config, write_random_encoder
 
     label = name if not any(size.values()) else (
         f"{name}-L{size['n_layers']}-H{size['hidden_size']}-C{size['conv_dim']}")
@@ -575,10 +576,10 @@ def build_brain(stage, folder, settings, device, work):
     """The stage's Brain of the recipe with its modules as the stage's hparams build them."""
     import torch.nn
 
-    from lobes.data import make_label_encoder
-    from lobes.encoder import SSLEncoder
-    from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead, SoftmaxCELoss
-    from lobes.pooling import MaskedPooling
+    from lobes.data.datasets import make_label_encoder
+    from lobes.models.encoder import SSLEncoder
+    from lobes.models.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead, SoftmaxCELoss
+    from lobes.models.pooling import MaskedPooling
 
     values, encoder_values = settings[stage], settings["encoder"]
     encoder = SSLEncoder(
@@ -712,10 +713,10 @@ def measure_extraction(folder, settings, batches, samples, precision, args, flop
     """The GMP extraction's encoder pass and float16 cache writes on sorted batches."""
     from speechbrain.utils.autocast import AMPConfig, TorchAutocast
 
-    from lobes.encoder import SSLEncoder
-    from lobes.feature_cache import FeatureCacheWriter
-    from lobes.frames import n_frames
-    from lobes.gmp_labels import fit_labels_to_frames
+    from lobes.gmp.feature_cache import FeatureCacheWriter
+    from lobes.gmp.labels import fit_labels_to_frames
+    from lobes.models.encoder import SSLEncoder
+    from lobes.models.frames import n_frames
 
     layer = settings["encoder"]["gmp_layer"]
     encoder = SSLEncoder(folder, work / "hub", output_layers=[layer], freeze="all")
@@ -791,7 +792,7 @@ def synthetic_features(n_frames, dim, n_components=4096, seed=0, chunk=65536):
 def measure_kmeans(dim, scales, n_fit, iterations, seed=0):
     """Fit (``fit_kmeans``, faiss) and label assignment time of each scale on ``n_fit``
     synthetic frames of ``dim`` dimensions."""
-    from lobes.kmeans import fit_kmeans
+    from lobes.gmp.kmeans import fit_kmeans
 
     frames = synthetic_features(n_fit, dim, seed=seed)
     rows = {}
@@ -890,7 +891,7 @@ def flop_checks(brain, flops, device, generator):
 def projection(settings, splits, batches, flops, training, evaluation, extraction, kmeans,
                checkpoint_s, precision):
     """``[(row name, runs per fold, {part: hours for 5 folds})]`` for ``precision``."""
-    from lobes.frames import n_frames
+    from lobes.models.frames import n_frames
 
     samples = {split: to_samples(d) for split, d in splits.items()}
     hours = 3600.0
@@ -965,7 +966,7 @@ def print_projection(rows, precision):
 
 
 def parse_args(argv):
-    from lobes.encoder_configs import HUB_CONFIGS
+    from lobes.fixtures.encoders import HUB_CONFIGS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", choices=sorted(HUB_CONFIGS), default="hubert_large",
@@ -1022,7 +1023,7 @@ def quiet():
     warnings.filterwarnings("ignore", message=".*TF32.*")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    import lobes.encoder  # noqa: F401  (SpeechBrain's HF wrappers: their loggers exist now)
+    import lobes.models.encoder  # noqa: F401  (SpeechBrain's HF wrappers: their loggers exist now)
 
     for name in ("speechbrain", "lobes", "faiss", *logging.root.manager.loggerDict):
         if name.split(".")[0] in ("speechbrain", "lobes", "faiss"):
@@ -1055,16 +1056,16 @@ def main(argv=None):
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-    from lobes.disk import feature_cache_bytes, parameter_counts, plan
-    from lobes.encoder import encoder_config
-    from lobes.frames import n_frames
+    from lobes.models.encoder import encoder_config
+    from lobes.models.frames import n_frames
+    from lobes.runner.disk import feature_cache_bytes, parameter_counts, plan
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     settings = recipe_settings(args.encoder)
     size = {key: getattr(args, key) for key in ("n_layers", "hidden_size", "conv_dim")}
     if size["n_layers"]:  # the GMP layer at the same relative depth
-        from lobes.encoder_configs import HUB_CONFIGS
+        from lobes.fixtures.encoders import HUB_CONFIGS
 
         hub_layers = HUB_CONFIGS[args.encoder]["config"]["num_hidden_layers"]
         settings["encoder"]["gmp_layer"] = max(
@@ -1277,7 +1278,7 @@ def main(argv=None):
             print(f"\nprojection, {precision}: n/a (a stage ran out of memory)")
             continue
         totals[precision] = print_projection(rows, precision)
-    print(f"\ndisk (lobes.disk.plan, {fmt_count(total_params)} encoder parameters, "
+    print(f"\ndisk (lobes.runner.disk.plan, {fmt_count(total_params)} encoder parameters, "
           f"run_cv.py --systems gmp_tl,baseline: 4 training steps per fold):")
     for line, size_bytes in lines:
         print(f"  {size_bytes / GB:8.3f} GB  {line}")

@@ -36,11 +36,11 @@ import torch
 from bench_utils import SIZES, interleaved, load_note, machine_line, recipe_module, write_hubert
 from speechbrain.dataio.batch import PaddedBatch
 
-from lobes.data import make_label_encoder
-from lobes.encoder import SSLEncoder
-from lobes.frames import n_frames
-from lobes.heads import MultiScaleFrameHead, SoftmaxCELoss, multi_scale_frame_loss
-from lobes.pooling import MaskedPooling
+from lobes.data.datasets import make_label_encoder
+from lobes.models.encoder import SSLEncoder
+from lobes.models.frames import n_frames
+from lobes.models.heads import MultiScaleFrameHead, SoftmaxCELoss, multi_scale_frame_loss
+from lobes.models.pooling import MaskedPooling
 
 GMP_SCALES = [64, 256, 1024]
 TARGET = 0.10

@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from recipe_helpers import recipe_module, run_cv  # noqa: E402
 
-from lobes.tiny_hubert import write_tiny_hubert  # noqa: E402
+from lobes.fixtures.encoders import write_tiny_hubert  # noqa: E402
 
 
 @pytest.fixture(scope="session")

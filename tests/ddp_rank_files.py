@@ -25,8 +25,8 @@ def draw():
 def main(folder):
     from speechbrain.utils.distributed import ddp_barrier
 
-    from lobes import data
-    from lobes.checkpoints import AtomicCheckpointer, RandomStates
+    from lobes.data import datasets as data
+    from lobes.training.checkpoints import AtomicCheckpointer, RandomStates
 
     folder = Path(folder)
     torch.distributed.init_process_group("gloo")

@@ -1,11 +1,12 @@
 """Helpers shared by the tests: importing recipe scripts, running the CV runner, small folds."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from lobes.fixtures.recipe_modules import recipe_module as import_script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO / "recipes" / "IEMOCAP" / "GMP-TL"
@@ -15,6 +16,11 @@ TINY_ENCODER_HPARAMS = REPO / "hparams" / "encoders" / "tiny.yaml"
 CV_TEST_OVERRIDES = "keep_feature_cache: True\n"
 
 
+def recipe_table():
+    """The GMP-TL recipe's table of steps (``recipes/IEMOCAP/GMP-TL/steps.py``)."""
+    return recipe_module("steps").TABLE
+
+
 def tiny_encoder(folder):
     """Stage-script arguments for a tiny test HuBERT: its hparams fragment and its folder."""
     return ["--overrides", str(TINY_ENCODER_HPARAMS), f"--encoder_source={folder}"]
@@ -22,14 +28,7 @@ def tiny_encoder(folder):
 
 def recipe_module(name, recipe_dir=RECIPE_DIR):
     """Import a recipe script (not a package) as a module, once per test session."""
-    if str(recipe_dir) not in sys.path:
-        sys.path.insert(0, str(recipe_dir))
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, recipe_dir / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_script(name, recipe_dir)
 
 
 def run_cv(output_folder, data_folder, encoder_source, *extra, overrides_text=CV_TEST_OVERRIDES,

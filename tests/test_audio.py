@@ -5,7 +5,7 @@ import pytest
 import soundfile
 import torch
 
-from lobes.audio import AudioError, AudioInfo, audio_info, needs_conversion, read_audio
+from lobes.data.audio import AudioError, AudioInfo, audio_info, needs_conversion, read_audio
 
 TONE_HZ = 440.0
 

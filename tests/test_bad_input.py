@@ -16,16 +16,22 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from recipe_helpers import RECIPE_DIR, demo_manifest, tiny_encoder, write_fold_manifests
+from recipe_helpers import (
+    RECIPE_DIR,
+    demo_manifest,
+    recipe_table,
+    tiny_encoder,
+    write_fold_manifests,
+)
 
-from lobes import hparams as hp
-from lobes.audio import AudioError, read_audio
-from lobes.data import dataio_prepare
-from lobes.encoder import SSLEncoder
-from lobes.frames import n_frames
-from lobes.gmp_labels import LabelMismatchError, expected_frame_counts, write_label_file
-from lobes.manifests import check_wavs
-from lobes.pooling import MaskedPooling
+from lobes.data.audio import AudioError, read_audio
+from lobes.data.datasets import dataio_prepare
+from lobes.data.manifests import check_wavs
+from lobes.gmp.labels import LabelMismatchError, expected_frame_counts, write_label_file
+from lobes.models.encoder import SSLEncoder
+from lobes.models.frames import n_frames
+from lobes.models.pooling import MaskedPooling
+from lobes.runner import hparams as hp
 
 SPLITS = ("train", "valid", "test")
 
@@ -178,7 +184,7 @@ def test_misspelled_key_in_an_hparams_file_stops_before_any_work(tmp_path, demo_
 
 def test_own_hparams_keys_only_warn(tmp_path, caplog):
     shipped = RECIPE_DIR / "hparams" / "baseline.yaml"
-    known = set().union(*hp.shipped_keys().values())
+    known = set().union(*hp.shipped_keys(recipe_table()).values())
     mine = tmp_path / "mine.yaml"
     mine.write_text(shipped.read_text() + "my_note: fold for the paper\n")
     with caplog.at_level(logging.WARNING):

@@ -7,9 +7,9 @@ import pytest
 from recipe_helpers import RECIPE_DIR, REPO, recipe_module
 from transformers import AutoConfig
 
-from lobes import disk
-from lobes.encoder_configs import hub_config, parameter_count
-from lobes.frames import n_frames
+from lobes.fixtures.encoders import hub_config, parameter_count
+from lobes.models.frames import n_frames
+from lobes.runner import disk
 
 IEMOCAP_HOURS = 7.0  # the 5531 four-class utterances
 

@@ -1,7 +1,7 @@
 """The encoder lobe in every real configuration (shrunk in size, every behaviour flag kept).
 
 HuBERT base and large, WavLM base+ and large, wav2vec 2.0 large, built by
-``lobes.encoder_configs`` with their hub flags: LayerDrop, SpecAugment, group- or layer-norm
+``lobes.fixtures.encoders`` with their hub flags: LayerDrop, SpecAugment, group- or layer-norm
 front end, stable layer norm, conv bias, waveform normalisation.
 """
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from lobes.encoder import SSLEncoder, encoder_dim
-from lobes.encoder_configs import HUB_CONFIGS, SHRUNK_SIZE, shrunk
-from lobes.frames import n_frames
+from lobes.fixtures.encoders import HUB_CONFIGS, SHRUNK_SIZE, shrunk
+from lobes.models.encoder import SSLEncoder, encoder_dim
+from lobes.models.frames import n_frames
 
 NAMES = sorted(HUB_CONFIGS)
 LAYERS = SHRUNK_SIZE["n_layers"]

@@ -1,4 +1,4 @@
-"""Hub encoder configurations and their random-weight stand-ins (lobes/encoder_configs.py)."""
+"""Hub encoder configurations and their random-weight stand-ins (lobes/fixtures/encoders.py)."""
 
 import importlib
 import inspect
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
-from lobes.encoder_configs import (
+from lobes.fixtures.encoders import (
     HUB_CONFIGS,
     SHRUNK_SIZE,
     SIZE_FIELDS,

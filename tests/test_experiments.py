@@ -23,10 +23,10 @@ from recipe_helpers import (
 )
 from test_other_corpora import make_cremad, make_msppodcast, make_ravdess
 
-from lobes.encoder_configs import write_random_encoder
-from lobes.hparams import HparamsError
-from lobes.manifests import PreparationError
-from lobes.recipe import RecipeError
+from lobes.data.manifests import PreparationError
+from lobes.fixtures.encoders import write_random_encoder
+from lobes.runner.hparams import HparamsError
+from lobes.runner.recipe import RecipeError
 
 HPARAMS = RECIPE_DIR / "hparams"
 DEMO = HPARAMS / "demo.yaml"

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from lobes.feature_cache import (
+from lobes.gmp.feature_cache import (
     CacheMismatchError,
     FeatureCache,
     FeatureCacheWriter,
     IncompleteCacheError,
 )
-from lobes.gmp_labels import expected_frame_counts
+from lobes.gmp.labels import expected_frame_counts
 
 LAYERS = [3, 6]
 DIM = 8

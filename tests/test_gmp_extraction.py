@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 
-from lobes.feature_cache import FeatureCache
-from lobes.frames import n_frames
-from lobes.gmp_labels import read_label_file, read_label_meta
+from lobes.gmp.feature_cache import FeatureCache
+from lobes.gmp.labels import read_label_file, read_label_meta
+from lobes.models.frames import n_frames
 
 SPLITS = ("train", "valid", "test")
 SCALES = (8, 16, 32)  # hparams/demo.yaml

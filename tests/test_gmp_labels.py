@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import lobes.gmp_labels as gmp_labels
-from lobes.cluster_report import cluster_report, report_to_markdown
-from lobes.gmp_labels import (
+import lobes.gmp.labels as gmp_labels
+from lobes.gmp.cluster_report import cluster_report, report_to_markdown
+from lobes.gmp.labels import (
     LabelMismatchError,
     check_labels_against_manifest,
     expected_frame_counts,

@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from recipe_helpers import RECIPE_DIR, recipe_module
 
-from lobes.audio import AudioError
+from lobes.data.audio import AudioError
 
 SPLITS = ("train", "valid", "test")
 

@@ -19,11 +19,11 @@ import torch
 import torchaudio
 from recipe_helpers import RECIPE_DIR
 
-from lobes import classify_cli
-from lobes.audio import read_audio
-from lobes.export import export_run
-from lobes.frames import n_frames
-from lobes.inference import EmotionRecognizer, frame_times
+from lobes.data.audio import read_audio
+from lobes.deploy import classify_cli
+from lobes.deploy.export import export_run
+from lobes.deploy.inference import EmotionRecognizer, frame_times
+from lobes.models.frames import n_frames
 
 SYSTEMS = ("stage2", "baseline")
 PROBABILITY_TOLERANCE = 1e-4
@@ -73,7 +73,7 @@ def run_classify(*args, cwd):
     """``gmptl-classify`` in a fresh process (the module, so no install step is needed)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, "-m", "lobes.classify_cli", *map(str, args)],
+        [sys.executable, "-m", "lobes.deploy.classify_cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
     )
 

@@ -5,7 +5,7 @@ interruption, once killed at exact points (``kill_at.py``): in the middle of sav
 while caching features, between two label files, mid-epoch, and while testing. After every
 kill each output file is whole (the old complete version or none); after the restarts the run
 has resumed from its checkpoints and finished pieces and gives the same files, weights and
-metrics as the uninterrupted run (CPU resumption is exact: ``lobes.checkpoints``).
+metrics as the uninterrupted run (CPU resumption is exact: ``lobes.training.checkpoints``).
 """
 
 import json
@@ -19,7 +19,7 @@ import pytest
 import torch
 from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 
-from lobes.gmp_labels import meta_path_of, read_label_file
+from lobes.gmp.labels import meta_path_of, read_label_file
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 SCALES = (8, 16)
@@ -32,15 +32,16 @@ STEPS = {  # step: (script, hparams, options)
                                            "--gmp_scale_weights=[1.0, 1.0]", *TRAINING]),
     "stage2": ("train.py", "stage2.yaml", TRAINING),
 }
-MID_EPOCH_2 = "lobes.brain.EncoderBrain.on_stage_start=3,speechbrain.core.Brain.fit_batch=2"
+MID_EPOCH_2 = ("lobes.training.brain.EncoderBrain.on_stage_start=3,"
+               "speechbrain.core.Brain.fit_batch=2")
 KILLS = {  # step: the points where the first runs are killed, in order
-    "stage0": ["lobes.checkpoints.AtomicCheckpointer._save_checkpoint_metafile=2"],
-    "gmp": ["lobes.feature_cache.FeatureCacheWriter.write=7",
-            "lobes.gmp_labels.write_label_file=2"],
+    "stage0": ["lobes.training.checkpoints.AtomicCheckpointer._save_checkpoint_metafile=2"],
+    "gmp": ["lobes.gmp.feature_cache.FeatureCacheWriter.write=7",
+            "lobes.gmp.labels.write_label_file=2"],
     "stage1": [MID_EPOCH_2],
     # mid-epoch, then while testing the selected model (the second start runs train 2,
     # valid 2, test)
-    "stage2": [MID_EPOCH_2, "lobes.brain.EncoderBrain.on_stage_start=3"],
+    "stage2": [MID_EPOCH_2, "lobes.training.brain.EncoderBrain.on_stage_start=3"],
 }
 
 

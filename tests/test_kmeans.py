@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lobes.kmeans import KMeansModel, assign_labels_streaming, fit_kmeans
+from lobes.gmp.kmeans import KMeansModel, assign_labels_streaming, fit_kmeans
 
 
 def mixture(n_frames=5000, dim=32, n_true_clusters=64, seed=0):

@@ -9,10 +9,15 @@ import pytest
 import torch
 from transformers import HubertModel
 
-from lobes.encoder import SSLEncoder
-from lobes.frames import TooShortError, n_frames
-from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead, multi_scale_frame_loss
-from lobes.pooling import MaskedPooling
+from lobes.models.encoder import SSLEncoder
+from lobes.models.frames import TooShortError, n_frames
+from lobes.models.heads import (
+    AMSoftmaxLoss,
+    CosineHead,
+    MultiScaleFrameHead,
+    multi_scale_frame_loss,
+)
+from lobes.models.pooling import MaskedPooling
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +136,7 @@ def test_tiny_model_round_trips_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "tiny"
     subprocess.run(
-        [sys.executable, "-m", "lobes.tiny_hubert", str(out), "--layers", "2", "--dim", "48"],
+        [sys.executable, "-m", "lobes.fixtures.encoders", str(out), "--layers", "2", "--dim", "48"],
         check=True, capture_output=True,
     )
     config = json.loads((out / "config.json").read_text())

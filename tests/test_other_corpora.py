@@ -5,7 +5,6 @@ The fixtures follow each corpus's documented naming and label files and record w
 the preparations, so a wrong mapping fails.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from lobes import manifests
-from lobes.audio import AudioError
+from lobes.data import manifests
+from lobes.data.audio import AudioError
+from lobes.fixtures.recipe_modules import recipe_module
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SPLITS = ("train", "valid", "test")
@@ -28,13 +28,7 @@ APPLE_DOUBLE_JUNK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(
 
 
 def _load_recipe_module(corpus, name):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, RECIPES / corpus / "GMP-TL" /
-                                                      f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return recipe_module(name, RECIPES / corpus / "GMP-TL")
 
 
 cremad_prepare = _load_recipe_module("CREMA-D", "cremad_prepare")

@@ -1,4 +1,5 @@
-"""The preparation skeleton (``lobes.manifests.prepare_corpus``, ``hold_out``, ``command_line``).
+"""The preparation skeleton (``lobes.data.manifests.prepare_corpus``, ``hold_out``,
+``command_line``).
 
 A toy corpus (``<speaker>_<n>_<emo>.wav`` files) goes through the skeleton the way the four
 corpus preparations do; each test names what a wrong skeleton would get wrong unseen by the
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from lobes import manifests
-from lobes.audio import AudioError
+from lobes.data import manifests
+from lobes.data.audio import AudioError
 
 SPLITS = ("train", "valid", "test")
 # speaker: (gender, group)
@@ -174,7 +175,7 @@ def test_wav_errors_and_logs_name_the_corpus_and_its_module(toy_folder, tmp_path
     assert summary["n_converted"] == 1
     logged = {(record.name, record.getMessage()) for record in caplog.records}
     assert (__name__, "1 of 34 wav files are not 16 kHz mono; the shared audio loader "
-            "(lobes.audio.read_audio) converts them on load") in logged
+            "(lobes.data.audio.read_audio) converts them on load") in logged
     assert any(name == __name__ and message.startswith("toy fold 1 (classes 2) prepared in")
                for name, message in logged)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lobes.checkpoints import AtomicCheckpointer, RandomStates
-from lobes.data import make_label_encoder
+from lobes.data.datasets import make_label_encoder
+from lobes.training.checkpoints import AtomicCheckpointer, RandomStates
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("ddp_rank_files.py")
@@ -54,7 +54,7 @@ def test_resuming_with_another_number_of_ranks_warns(two_rank_run, caplog):
     folder, ranks = two_rank_run
     checkpointer = AtomicCheckpointer(folder / "save", recoverables={"rng": RandomStates()})
     checkpoint = checkpointer.find_checkpoint()
-    with caplog.at_level(logging.WARNING, logger="lobes.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="lobes.training.checkpoints"):
         RandomStates().load(checkpoint.path / "random_states.ckpt")
     assert "2 process(es), this run has 1" in caplog.text
     # the single process is rank 0: it continues rank 0's stream

@@ -1,7 +1,7 @@
 """Every step of the recipe through every real encoder configuration, and one full-size run.
 
 The encoders are random-weight models in the hub configurations of hubert-base-ls960,
-hubert-large-ll60k, wavlm-base-plus, wavlm-large and wav2vec2-large-lv60 (lobes.encoder_configs),
+hubert-large-ll60k, wavlm-base-plus, wavlm-large and wav2vec2-large-lv60 (lobes.fixtures.encoders),
 shrunk in depth and width with every behaviour flag kept, run with the recipe's own encoder
 fragment (hparams/encoders/<name>.yaml: LayerDrop and SpecAugment on). Stage 0, the GMP
 extraction, stages 1 and 2, the baseline, the export and gmptl-classify run in turn; two of the
@@ -17,12 +17,12 @@ import pytest
 import torch
 from recipe_helpers import RECIPE_DIR, REPO, recipe_module
 
-from lobes import classify_cli
-from lobes.encoder_configs import HUB_CONFIGS, shrunk, write_random_encoder
-from lobes.export import export_run
-from lobes.frames import n_frames
-from lobes.gmp_labels import read_label_file
-from lobes.inference import EmotionRecognizer
+from lobes.deploy import classify_cli
+from lobes.deploy.export import export_run
+from lobes.deploy.inference import EmotionRecognizer
+from lobes.fixtures.encoders import HUB_CONFIGS, shrunk, write_random_encoder
+from lobes.gmp.labels import read_label_file
+from lobes.models.frames import n_frames
 
 NAMES = sorted(HUB_CONFIGS)
 BF16 = {"hubert_large", "wavlm_base_plus"}

@@ -16,10 +16,10 @@ from recipe_helpers import (
     write_fold_manifests,
 )
 
-from lobes.audio import AudioError
-from lobes.brain import load_encoder_weights
-from lobes.checkpoints import AtomicCheckpointer
-from lobes.data import dataio_prepare
+from lobes.data.audio import AudioError
+from lobes.data.datasets import dataio_prepare
+from lobes.training.brain import load_encoder_weights
+from lobes.training.checkpoints import AtomicCheckpointer
 
 STAGE0_AND_GMP = (("train_mtl.py", "stage0_mtl.yaml"), ("extract_gmp.py", "gmp.yaml"))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from recipe_helpers import RECIPE_DIR, TINY_ENCODER_HPARAMS, recipe_module, run_cv, tiny_encoder
 
-from lobes.gmp_labels import read_label_file
+from lobes.gmp.labels import read_label_file
 
 SYSTEM_FOLDERS = {"gmp_tl": "stage2", "baseline": "baseline"}
 SHORT = "number_of_epochs: 1\n"

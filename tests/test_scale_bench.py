@@ -1,6 +1,6 @@
 """``benchmarks/scale_bench.py --quick``: every part measured, the summary consistent with the
-tables it prints, the disk equal to ``lobes.disk.plan``, the FLOP count equal to an independent
-count (FlopCounterMode).
+tables it prints, the disk equal to ``lobes.runner.disk.plan``, the FLOP count equal to an
+independent count (FlopCounterMode).
 
 One subprocess run of ``--quick`` (about 20 s on 2 cores) serves every test.
 """
@@ -113,9 +113,9 @@ def test_disk_is_the_plan_peak_for_the_quick_encoder(quick_output, tmp_path):
     from batching_bench import iemocap_like_durations
     from scale_bench import QUICK_SIZE
 
-    from lobes.disk import GB, feature_cache_bytes, parameter_counts, plan
-    from lobes.encoder import encoder_config
-    from lobes.encoder_configs import write_random_encoder
+    from lobes.fixtures.encoders import write_random_encoder
+    from lobes.models.encoder import encoder_config
+    from lobes.runner.disk import GB, feature_cache_bytes, parameter_counts, plan
 
     folder = write_random_encoder("hubert_large", tmp_path / "encoder", **QUICK_SIZE)
     total, front_end = parameter_counts(encoder_config(folder))
@@ -134,8 +134,8 @@ def test_flop_count_matches_flop_counter_mode(quick_output, tmp_path):
     from scale_bench import FLOP_CHECK_SECONDS, QUICK_SIZE
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lobes.encoder import SSLEncoder
-    from lobes.encoder_configs import write_random_encoder
+    from lobes.fixtures.encoders import write_random_encoder
+    from lobes.models.encoder import SSLEncoder
 
     match = re.search(r"forward FLOP of one ([\d.]+) s clip \(eval, all \d+ layers\): (\d+) = "
                       r"([\d.]+) GFLOP per second of audio", quick_output)

@@ -12,11 +12,11 @@ import torch
 from recipe_helpers import RECIPE_DIR, recipe_module, tiny_encoder
 from speechbrain.dataio.batch import PaddedBatch
 
-from lobes.data import make_label_encoder
-from lobes.encoder import SSLEncoder
-from lobes.frames import n_frames
-from lobes.gmp_labels import read_label_file
-from lobes.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead
+from lobes.data.datasets import make_label_encoder
+from lobes.gmp.labels import read_label_file
+from lobes.models.encoder import SSLEncoder
+from lobes.models.frames import n_frames
+from lobes.models.heads import AMSoftmaxLoss, CosineHead, MultiScaleFrameHead
 
 DEMO_SCALES = (8, 16, 32)  # hparams/demo.yaml
 DEMO_LAYER = 2

@@ -10,14 +10,14 @@ Emotions ``ANG DIS FEA HAP NEU SAD`` become ``ang dis fea hap neu sad``. ``class
 four shared with IEMOCAP (``neu hap ang sad``), ``classes="6"`` all six; ``classes.json`` lists
 them in the order ``neu hap ang sad fea dis``, so the shared four keep the IEMOCAP indices.
 
-Folds (``lobes.manifests.speaker_folds``): the actors that have wavs are dealt round-robin into
+Folds (``lobes.data.manifests.speaker_folds``): the actors that have wavs are dealt round-robin into
 ``n_folds`` groups, women in sorted id order then men in sorted id order, so folds are balanced
 by gender and size. Fold K's actors are the test set; ``valid.json`` is a seeded,
 speaker-stratified share of the other actors' utterances. ``session`` holds the actor's fold.
 ``1076_MTI_SAD_XX`` (silent in the release) is left out, with a log line.
 
 The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
-is ``lobes.manifests.prepare_corpus``; this file supplies what is CREMA-D's own (``CORPUS``):
+is ``lobes.data.manifests.prepare_corpus``; this file supplies what is CREMA-D's own (``CORPUS``):
 how the wav names and the demographics file become utterance entries, the class sets and the
 fold rule.
 
@@ -34,10 +34,10 @@ import sys
 from pathlib import Path
 
 try:
-    from lobes import manifests
+    from lobes.data import manifests
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lobes import manifests
+    from lobes.data import manifests
 
 PreparationError = manifests.PreparationError
 
@@ -71,19 +71,19 @@ def prepare_cremad(data_folder, save_folder, fold, n_folds=5, valid_ratio=0.1, s
     classes : str
         ``"4"`` (``neu hap ang sad``, the IEMOCAP set) or ``"6"`` (adds ``fea dis``).
     save_folder, valid_ratio, seed, skip_prep
-        As for every corpus (``lobes.manifests.prepare_corpus``).
+        As for every corpus (``lobes.data.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
         The clips per split, ``n_converted`` and ``skipped``, as
-        ``lobes.manifests.prepare_corpus`` returns them.
+        ``lobes.data.manifests.prepare_corpus`` returns them.
 
     Raises
     ------
-    lobes.manifests.PreparationError
+    lobes.data.manifests.PreparationError
         For a bad option, a missing folder or file, a malformed file name or demographics row.
-    lobes.audio.AudioError
+    lobes.data.audio.AudioError
         Listing every clip that cannot be used, all at once (a zip download holds LFS pointers).
 
     Example

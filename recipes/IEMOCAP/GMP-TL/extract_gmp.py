@@ -28,22 +28,23 @@ import numpy as np
 import speechbrain as sb
 import torch
 from speechbrain.utils.autocast import AMPConfig, TorchAutocast
+from steps import TABLE
 from tqdm import tqdm
 
-from lobes.brain import load_encoder_weights
-from lobes.cluster_report import cluster_report, report_to_markdown
-from lobes.data import SPLITS, audio_dataset, load_manifest, screen_audio
-from lobes.feature_cache import FeatureCache, FeatureCacheWriter
-from lobes.gmp_labels import (
+from lobes.data.datasets import SPLITS, audio_dataset, load_manifest, screen_audio
+from lobes.gmp.cluster_report import cluster_report, report_to_markdown
+from lobes.gmp.feature_cache import FeatureCache, FeatureCacheWriter
+from lobes.gmp.kmeans import assign_labels_streaming, fit_kmeans
+from lobes.gmp.labels import (
     expected_frame_counts,
     fit_labels_to_frames,
     meta_path_of,
     read_label_file,
     write_label_file,
 )
-from lobes.io_utils import atomic_write, write_json_atomic
-from lobes.kmeans import assign_labels_streaming, fit_kmeans
-from lobes.recipe import load_recipe, run_main
+from lobes.runner.recipe import load_recipe, run_main
+from lobes.training.brain import load_encoder_weights
+from lobes.utils.io import atomic_write, write_json_atomic
 
 logger = logging.getLogger(__name__)
 GENDERS = ("F", "M")
@@ -217,7 +218,7 @@ def cluster_scales(hparams, manifests):
 
 
 def main(argv=None):
-    hparams, run_opts = load_recipe(__file__, argv)
+    hparams, run_opts = load_recipe(TABLE, __file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
     distributed = torch.distributed.is_initialized()

@@ -10,9 +10,9 @@ id::
 Only the 4-class labels are kept (``neu``, ``hap`` with ``exc`` merged in, ``ang``, ``sad``).
 The test session goes to ``test.json`` only; ``valid.json`` is a seeded, speaker-stratified share
 of the training sessions. Every wav is checked through the project's one audio loader
-(``lobes.audio``) before anything is written. The skeleton every corpus shares (options, wav
+(``lobes.data.audio``) before anything is written. The skeleton every corpus shares (options, wav
 check, validation draw, manifest, ``classes.json`` and options writing, re-run skip, command
-line) is ``lobes.manifests.prepare_corpus``; this file supplies what is IEMOCAP's own
+line) is ``lobes.data.manifests.prepare_corpus``; this file supplies what is IEMOCAP's own
 (``CORPUS``): how the layout and the EmoEvaluation files become utterance entries, the class
 set and the fold rule (the test session is held out).
 
@@ -28,10 +28,10 @@ import sys
 from pathlib import Path
 
 try:
-    from lobes import manifests
+    from lobes.data import manifests
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lobes import manifests
+    from lobes.data import manifests
 
 PreparationError = manifests.PreparationError
 
@@ -64,20 +64,20 @@ def prepare_iemocap(data_folder, save_folder, test_session, valid_ratio=0.1, see
         Number of 4-class utterances the corpus must hold (5531 for the full release); 0 turns
         the check off, for subsets or other corpora in the same layout.
     save_folder, valid_ratio, seed, skip_prep
-        As for every corpus (``lobes.manifests.prepare_corpus``); ``classes.json`` holds
+        As for every corpus (``lobes.data.manifests.prepare_corpus``); ``classes.json`` holds
         ``neu``, ``hap``, ``ang``, ``sad``.
 
     Returns
     -------
     dict or None
         ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}``, as
-        ``lobes.manifests.prepare_corpus`` returns it.
+        ``lobes.data.manifests.prepare_corpus`` returns it.
 
     Raises
     ------
-    lobes.manifests.PreparationError
+    lobes.data.manifests.PreparationError
         For a missing folder, a malformed annotation, a bad option or a count mismatch.
-    lobes.audio.AudioError
+    lobes.data.audio.AudioError
         Listing every wav of a 4-class utterance that is missing or unreadable, all at once.
 
     Example

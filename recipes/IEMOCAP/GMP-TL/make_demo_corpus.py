@@ -8,9 +8,9 @@ and one male speaker each, improvised and scripted dialogs in which both speaker
 lines and annotator lines, a ``Categorical/`` subfolder and a macOS ``._`` junk file beside them,
 and 16 kHz mono 16-bit wavs under ``sentences/wav/<dialog>/``.
 
-The audio is speech-like (``lobes.synthetic_speech``: a glottal source through moving formant
-resonators; gender in F0 and formant scale, emotion in prosody and voice quality). About 15 % of
-the kept utterances start with a neutral lead-in before the labelled emotion.
+The audio is speech-like (``lobes.fixtures.synthetic_speech``: a glottal source through moving
+formant resonators; gender in F0 and formant scale, emotion in prosody and voice quality). About
+15 % of the kept utterances start with a neutral lead-in before the labelled emotion.
 ``demo_truth.json`` records what was generated.
 
 Usage::
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from lobes.frames import SAMPLE_RATE
-from lobes.synthetic_speech import make_speakers, synthesize_utterance
+from lobes.fixtures.synthetic_speech import make_speakers, synthesize_utterance
+from lobes.models.frames import SAMPLE_RATE
 
 EMOTIONS = ("neu", "hap", "ang", "sad")
 DROPPED_LABELS = ("fru", "xxx", "sur")

@@ -30,15 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from lobes import cv, recipe
-from lobes.corpora import available_corpora
-from lobes.disk import DiskSpaceError, finish_step
-from lobes.hparams import HparamsError, sort_overrides
-from lobes.results import write_results
-from lobes.settings import read_record
+from steps import TABLE
 
-RECIPE_DIR = Path(__file__).resolve().parent
-HPARAMS_DIR = RECIPE_DIR / "hparams"
+from lobes.runner import cv, recipe
+from lobes.runner.disk import DiskSpaceError
+from lobes.runner.hparams import HparamsError
+from lobes.runner.results import write_results
+from lobes.runner.settings import read_record
+from lobes.training.checkpoints import finish_step
+
 SYSTEMS = ("gmp_tl", "baseline", "no_gender", "single_scale", "no_stage1")
 REPORTED = {"name": "GMP-TL (paper, reported)", "WA": 0.800, "UA": 0.820}
 logger = logging.getLogger("run_cv")
@@ -80,7 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--data_folder", required=True,
                         help="the corpus folder (IEMOCAP: the IEMOCAP_full_release folder)")
     parser.add_argument("--output_folder", required=True, help="where fold<K>/ and results go")
-    parser.add_argument("--corpus", choices=available_corpora(),
+    parser.add_argument("--corpus", choices=sorted(TABLE.corpora),
                         help="which preparation writes the manifests (default: iemocap)")
     parser.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the corpus' prepare function, e.g. classes=6")
@@ -89,7 +89,7 @@ def parse_args(argv=None):
                         help=f"comma separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--overrides", nargs="+", default=[],
                         help="YAML files of hparam overrides (hparams/encoders/*.yaml ...)")
-    parser.add_argument("--encoder_source", "--hubert_source", dest="encoder_source",
+    parser.add_argument("--encoder_source",
                         help="hub id or local folder of the encoder")
     parser.add_argument("--expected_utterances", type=int,
                         help="IEMOCAP's utterance count check (default 5531; 0 turns it off)")
@@ -151,7 +151,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(name)s - %(message)s")
     overrides = run_overrides(args)
     gmp_scales = recipe.resolve_values(
-        recipe.hp.compose(HPARAMS_DIR / "common.yaml"),
+        recipe.hp.compose(TABLE.hparams_folder / TABLE.common),
         {**overrides, "output_folder": "unused"})["gmp_scales"]
     if args.single_scale_k is None:
         args.single_scale_k = gmp_scales[len(gmp_scales) // 2]
@@ -160,16 +160,14 @@ def main(argv=None):
                          f"{gmp_scales}")
     systems = {system: system_steps(system, args.single_scale_k) for system in args.systems}
     steps = list({step.folder: step for chain in systems.values() for step in chain}.values())
-    recipe_keys = set().union(*recipe.hp.shipped_keys().values())
-    sort_overrides(overrides, recipe_keys, recipe_keys)  # no step knows it: stop now
-    cv.prepare_folds(args, overrides, HPARAMS_DIR)
-    planned = cv.plan_run(args, overrides, steps, HPARAMS_DIR)
+    recipe.sort_run_overrides(TABLE, overrides)  # no step knows it: stop now
+    cv.prepare_folds(args, overrides, TABLE)
+    planned = cv.plan_run(args, overrides, steps, TABLE)
     cv.check_changes(planned, args.output_folder, args.rerun_changed, args.plan_only)
-    cv.plan_disk(args, planned)
+    cv.plan_disk(args, planned, TABLE)
     if args.plan_only:
         for entry in planned:
-            finished = (entry.folder(args.output_folder) / recipe.MARKERS.get(
-                entry.record["step"], "encoder.ckpt")).exists()
+            finished = entry.finished(args.output_folder, TABLE)
             print(f"fold {entry.fold} | {entry.step.folder}: "
                   f"{'complete' if finished else 'to run'} ({entry.record['digest']})")
         return
@@ -180,16 +178,16 @@ def main(argv=None):
     for fold in args.folds:
         for entry in (entry for entry in planned if entry.fold == fold):
             folder, label = entry.folder(args.output_folder), f"fold {fold} | {entry.step.folder}"
-            marker = recipe.MARKERS.get(entry.record["step"], "encoder.ckpt")
-            if (folder / marker).exists() and read_record(folder):
-                if marker == "encoder.ckpt":  # finish a pruning a kill interrupted
-                    finish_step(folder / "save", folder / marker, None)
+            spec = TABLE[entry.record["step"]]
+            if entry.finished(args.output_folder, TABLE) and read_record(folder):
+                if spec.trains:  # finish a pruning a kill interrupted
+                    finish_step(folder / "save", folder / spec.marker, None)
                 print(f"{label}: complete, skipped", flush=True)
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             overrides_file = folder / "run_overrides.yaml"
             overrides_file.write_text(recipe.overrides_text(entry.overrides))
-            cv.run_step(label, cv.step_command(entry.step, overrides_file, args, RECIPE_DIR),
+            cv.run_step(label, cv.step_command(entry.step, overrides_file, args, TABLE),
                         folder / "run.log")
         markdown = write_results(args.output_folder, args.folds, chains, expected, reported,
                                  _plain_overrides(overrides))

@@ -17,12 +17,13 @@ Usage::
 from pathlib import Path
 
 import speechbrain as sb
+from steps import TABLE
 
-from lobes.brain import EncoderBrain
-from lobes.frames import frame_mask
-from lobes.gmp_labels import read_label_meta
-from lobes.heads import multi_scale_frame_loss
-from lobes.recipe import load_recipe, run_main
+from lobes.gmp.labels import read_label_meta
+from lobes.models.frames import frame_mask
+from lobes.models.heads import multi_scale_frame_loss
+from lobes.runner.recipe import load_recipe, run_main
+from lobes.training.brain import EncoderBrain
 
 SPLITS = ("train", "valid", "test")
 
@@ -129,7 +130,7 @@ def gmp_label_files(hparams):
 
 
 def main(argv=None):
-    hparams, run_opts = load_recipe(__file__, argv)
+    hparams, run_opts = load_recipe(TABLE, __file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
     brain_class = {"stage1": GMPBrain, "stage2": EmotionBrain, "baseline": EmotionBrain}[

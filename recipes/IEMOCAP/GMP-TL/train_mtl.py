@@ -12,9 +12,10 @@ Usage::
 
 import speechbrain as sb
 import torch.nn.functional as F
+from steps import TABLE
 
-from lobes.brain import EncoderBrain
-from lobes.recipe import load_recipe, run_main
+from lobes.runner.recipe import load_recipe, run_main
+from lobes.training.brain import EncoderBrain
 
 
 class MTLBrain(EncoderBrain):
@@ -41,7 +42,7 @@ class MTLBrain(EncoderBrain):
 
 
 def main(argv=None):
-    hparams, run_opts = load_recipe(__file__, argv)
+    hparams, run_opts = load_recipe(TABLE, __file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
     MTLBrain.train_and_test(hparams, run_opts)

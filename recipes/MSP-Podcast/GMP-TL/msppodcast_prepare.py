@@ -20,7 +20,7 @@ order). ``O`` (other) and ``X`` (no agreement) are always left out. Rows whose `
 and a speaker; the preparation logs and returns how many it dropped.
 
 The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
-is ``lobes.manifests.prepare_corpus``; this file supplies what is MSP-Podcast's own
+is ``lobes.data.manifests.prepare_corpus``; this file supplies what is MSP-Podcast's own
 (``CORPUS``): how the labels file becomes utterance entries, the class sets and the fold rule
 (the official split).
 
@@ -36,10 +36,10 @@ import sys
 from pathlib import Path
 
 try:
-    from lobes import manifests
+    from lobes.data import manifests
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lobes import manifests
+    from lobes.data import manifests
 
 PreparationError = manifests.PreparationError
 
@@ -78,21 +78,21 @@ def prepare_msppodcast(data_folder, save_folder, classes="4", valid_from="Develo
     fold : int
         Must be 1: MSP-Podcast has one official split.
     save_folder, skip_prep
-        As for every corpus (``lobes.manifests.prepare_corpus``).
+        As for every corpus (``lobes.data.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
         ``{"train": n, "valid": n, "test": n, "n_converted": n, "n_unknown_dropped": n,
-        "skipped": bool}``: as ``lobes.manifests.prepare_corpus`` returns it, with the rows of
+        "skipped": bool}``: as ``lobes.data.manifests.prepare_corpus`` returns it, with the rows of
         the used splits and classes left out for an ``Unknown`` gender or speaker (None, like
         ``n_converted``, when the work was skipped).
 
     Raises
     ------
-    lobes.manifests.PreparationError
+    lobes.data.manifests.PreparationError
         For a bad option, a missing folder or column, an unknown code or a duplicated file.
-    lobes.audio.AudioError
+    lobes.data.audio.AudioError
         Listing every wav of the used rows that is missing or unreadable, all at once.
 
     Example

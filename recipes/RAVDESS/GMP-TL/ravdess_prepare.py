@@ -20,14 +20,14 @@ Classes (``classes.json``, in the order ``neu hap ang sad fea dis sur cal``):
 - ``classes="4"``: ``neu hap ang sad`` (the IEMOCAP set); calm is ``neu`` or dropped
   (``calm="keep"`` is refused: calm would be no class of the set).
 
-Folds (``lobes.manifests.speaker_folds``): the actors are dealt round-robin into ``n_folds``
+Folds (``lobes.data.manifests.speaker_folds``): the actors are dealt round-robin into ``n_folds``
 groups, women in sorted id order then men, so folds are balanced by gender and size. Fold K's
 actors are the test set; ``valid.json`` is a seeded, speaker-stratified share of the others.
 
 The skeleton every corpus shares (options, wav check, validation draw, manifests, command line)
-is ``lobes.manifests.prepare_corpus``; this file supplies what is RAVDESS's own (``CORPUS``): how
-the actor folders and wav names become utterance entries, the class sets with the calm rule and
-the fold rule.
+is ``lobes.data.manifests.prepare_corpus``; this file supplies what is RAVDESS's own
+(``CORPUS``): how the actor folders and wav names become utterance entries, the class sets with
+the calm rule and the fold rule.
 
 Usage::
 
@@ -41,10 +41,10 @@ import sys
 from pathlib import Path
 
 try:
-    from lobes import manifests
+    from lobes.data import manifests
 except ModuleNotFoundError:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from lobes import manifests
+    from lobes.data import manifests
 
 PreparationError = manifests.PreparationError
 
@@ -82,19 +82,20 @@ def prepare_ravdess(data_folder, save_folder, fold, n_folds=5, valid_ratio=0.1, 
     classes : str
         ``"8"`` (every emotion, calm as ``calm`` says) or ``"4"`` (``neu hap ang sad``).
     save_folder, valid_ratio, seed, skip_prep
-        As for every corpus (``lobes.manifests.prepare_corpus``).
+        As for every corpus (``lobes.data.manifests.prepare_corpus``).
 
     Returns
     -------
     dict or None
         ``{"train": n, "valid": n, "test": n, "n_converted": n, "skipped": bool}`` (every clip of
-        the 48 kHz release counts as converted), as ``lobes.manifests.prepare_corpus`` returns it.
+        the 48 kHz release counts as converted), as ``lobes.data.manifests.prepare_corpus``
+        returns it.
 
     Raises
     ------
-    lobes.manifests.PreparationError
+    lobes.data.manifests.PreparationError
         For a bad option, a missing folder, a malformed file name or an actor mismatch.
-    lobes.audio.AudioError
+    lobes.data.audio.AudioError
         Listing every speech clip that is missing or unreadable, all at once.
 
     Example

@@ -1,0 +1,2 @@
+"""Deployment: ``gmptl-export`` (``export``), ``EmotionRecognizer`` (``inference``) and
+``gmptl-classify`` (``classify_cli``)."""

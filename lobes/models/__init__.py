@@ -1,0 +1,1 @@
+"""The model lobes: the SSL encoder (``encoder``), masked pooling, the heads, frame arithmetic."""

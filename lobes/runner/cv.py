@@ -1,0 +1,185 @@
+"""What a cross-validation runner shares: planning every step before any work, and running it.
+
+A recipe's runner (``recipes/IEMOCAP/GMP-TL/run_cv.py``) lists the systems (which steps, in which
+folders) and the options and passes its table of steps (``lobes.runner.steps``); this module
+prepares every fold first, plans each step with the stage scripts' own
+``lobes.runner.recipe.plan_step`` (so the runner knows each step's settings digest before it runs),
+stops on folders that hold other settings, prints the disk plan and launches the steps, under
+``torchrun`` when asked.
+"""
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lobes.data.audio import AudioError
+from lobes.data.corpora import prepare_fold
+from lobes.data.manifests import PreparationError
+from lobes.runner import disk, recipe
+from lobes.runner.settings import differences, read_record
+
+
+@dataclass
+class Step:
+    """One run of one step's hparams in one folder (relative to the fold folder)."""
+
+    folder: str
+    hparams: str
+    overrides: dict = field(default_factory=dict)
+
+
+def fold_overrides(overrides, fold_dir, fold):
+    """The overrides of every step of one fold: the run's, and the fold's folders."""
+    return {**overrides, "test_session": fold, "output_root": str(fold_dir),
+            "prepare_folder": str(fold_dir / "prepare"), "skip_prep": True}
+
+
+def step_overrides(step, fold_dir, fold_values):
+    """A step's overrides: its fold's, its own folder, its step-specific keys."""
+    values = {**fold_values, "output_folder": str(fold_dir / step.folder)}
+    for key, value in step.overrides.items():
+        is_path = key.endswith("_folder") or key == "encoder_init"
+        values[key] = str(fold_dir / value) if is_path and value else value
+    return values
+
+
+def prepare_folds(args, overrides, table):
+    """Prepare every fold before any training; all folds' problems in one error."""
+    text = recipe.hp.compose(table.hparams_folder / table.common)
+    problems = []
+    for fold in args.folds:
+        fold_dir = Path(args.output_folder) / f"fold{fold}"
+        values = recipe.resolve_values(text, {**fold_overrides(overrides, fold_dir, fold),
+                                              "skip_prep": False, "output_folder": "unused"})
+        try:
+            classes = prepare_fold(values, table.corpora)
+        except (PreparationError, AudioError) as error:
+            problems.append(f"fold {fold}: {error}")
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] fold {fold} | prepared ({', '.join(classes)})",
+              flush=True)
+    if problems:
+        raise SystemExit("cannot prepare every fold asked for (--folds "
+                         f"{','.join(map(str, args.folds))}):\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class Planned:
+    """A step of a fold as planned: the overrides it is given, its values and record."""
+
+    fold: int
+    step: Step
+    overrides: dict
+    values: dict
+    record: dict
+
+    def folder(self, output_folder):
+        return Path(output_folder) / f"fold{self.fold}" / self.step.folder
+
+    def finished(self, output_folder, table):
+        """True when its folder holds its step's finished marker."""
+        return (self.folder(output_folder) / table[self.record["step"]].marker).exists()
+
+
+def plan_run(args, overrides, steps, table):
+    """Plan every step of every fold (``Planned``), each step's digest chained to the next."""
+    planned, digests = [], {}
+    run_options = recipe.result_run_options(vars(args).get)
+
+    def digest_of(folder):
+        return digests.get(Path(folder), recipe.disk_digest(folder))
+
+    for fold in args.folds:
+        fold_dir = Path(args.output_folder) / f"fold{fold}"
+        for step in steps:
+            given = step_overrides(step, fold_dir, fold_overrides(overrides, fold_dir, fold))
+            _, _, values, record = recipe.plan_step(table, table.hparams_folder / step.hparams,
+                                                    given, run_options, digest_of)
+            digests[fold_dir / step.folder] = record["digest"]
+            planned.append(Planned(fold, step, given, values, record))
+    return planned
+
+
+def check_changes(planned, output_folder, rerun_changed, plan_only=False):
+    """Stop, before any work, on step folders that hold other settings (or clear them; with
+    ``plan_only`` only say so)."""
+    changed = []
+    for entry in planned:
+        earlier = read_record(entry.folder(output_folder))
+        if earlier is not None and earlier["digest"] != entry.record["digest"]:
+            changed.append((entry.folder(output_folder), differences(earlier, entry.record)))
+    if changed and not rerun_changed:
+        listing = "\n".join(f"  {folder}:\n    " + "\n    ".join(changes)
+                            for folder, changes in changed)
+        raise SystemExit(
+            f"these steps ran with other settings or inputs than asked now:\n{listing}\n"
+            "Choose another --output_folder to keep them, or add --rerun_changed to run them "
+            "(and the steps after them) again in place."
+        )
+    for folder, _ in changed:
+        if plan_only:
+            print(f"{folder}: settings changed, would run again (--rerun_changed)")
+            continue
+        print(f"{folder}: settings changed, running it again (--rerun_changed)", flush=True)
+        shutil.rmtree(folder)
+
+
+def plan_disk(args, planned, table):
+    """Print the disk plan of the run; stop when the free space is short."""
+    training = [entry for entry in planned if table[entry.record["step"]].trains]
+    extraction = [entry for entry in planned if not table[entry.record["step"]].trains]
+
+    def left(entries):
+        return sum(not entry.finished(args.output_folder, table) for entry in entries)
+
+    disk.print_plan((extraction or planned)[0].values, len(args.folds),
+                    len(training) // len(args.folds), left(training), left(extraction),
+                    check_folder=None if args.skip_disk_check else args.output_folder)
+
+
+def step_command(step, overrides_file, args, table):
+    """The command line of one step (torchrun with ``--nproc`` above 1)."""
+    script = table.folder / table.step_of_hparams(step.hparams).script
+    script_args = [str(table.hparams_folder / step.hparams), "--overrides",
+                   str(overrides_file)]
+    for option in ("device", "precision", "eval_precision"):
+        if getattr(args, option):
+            script_args.append(f"--{option}={getattr(args, option)}")
+    if args.compile:
+        script_args.append("--compile")
+    if args.nproc == 1 and args.nnodes == 1:
+        return [sys.executable, str(script), *script_args]
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    launcher = [sys.executable, "-m", "torch.distributed.run",
+                f"--nproc_per_node={args.nproc}", f"--nnodes={args.nnodes}"]
+    if args.nnodes == 1:
+        launcher.append("--standalone")  # a free local port: several runs can share a machine
+    else:
+        launcher += [f"--node_rank={args.node_rank}", f"--rdzv_endpoint={args.rdzv_endpoint}",
+                     "--rdzv_backend=c10d"]
+    return [*launcher, str(script), *script_args,
+            f"--distributed_backend={backend}"]
+
+
+def run_step(label, command, log_path):
+    """Run one step, its output to ``log_path``; stop the runner on failure."""
+    started = time.time()
+    print(f"[{time.strftime('%H:%M:%S')}] {label}: running", flush=True)
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    elapsed = time.time() - started
+    if completed.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+        raise SystemExit(f"{label} failed (exit {completed.returncode}) after {elapsed:.1f} s; "
+                         f"full log: {log_path}\n--- last lines ---\n{tail}")
+    print(f"[{time.strftime('%H:%M:%S')}] {label}: done in {elapsed:.1f} s", flush=True)
+
+
