@@ -1,22 +1,19 @@
-"""What a cross-validation runner shares: planning every step before any work, and running it.
+"""What a cross-validation runner shares: planning every step of a study before any work.
 
 A recipe's runner (``recipes/IEMOCAP/GMP-TL/run_cv.py``) lists the systems (which steps, in which
 folders) and the options and passes its table of steps (``lobes.runner.steps``); this module
-prepares every fold first, plans each step with the stage scripts' own
-``lobes.runner.recipe.plan_step`` (so the runner knows each step's settings digest before it runs),
-stops on folders that hold other settings, prints the disk plan and launches the steps, under
-``torchrun`` when asked.
+prepares every fold first, plans each step of each run (fold x seed) with the stage scripts' own
+``lobes.runner.recipe.plan_step`` (so the runner knows each step's settings digest before it
+runs), stops on folders that hold other settings, prints the disk plan and writes each step's
+command line (under ``torchrun`` when asked). ``lobes.runner.study`` makes the plan a graph of
+jobs and ``lobes.runner.launchers`` runs them.
 """
 
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from lobes.data.audio import AudioError
 from lobes.data.corpora import prepare_fold
@@ -34,10 +31,53 @@ class Step:
     overrides: dict = field(default_factory=dict)
 
 
-def fold_overrides(overrides, fold_dir, fold):
-    """The overrides of every step of one fold: the run's, and the fold's folders."""
-    return {**overrides, "test_session": fold, "output_root": str(fold_dir),
-            "prepare_folder": str(fold_dir / "prepare"), "skip_prep": True}
+@dataclass(frozen=True)
+class Run:
+    """One fold with one seed: its folder under the output folder holds one folder per step.
+
+    The default seed's runs keep the folders ``fold<K>``; another seed's are ``fold<K>_seed<S>``.
+    Every seed of a fold reads the fold's manifests in ``fold<K>/prepare`` (the validation split
+    does not change with the seed; the seed reaches every draw of training and k-means).
+
+    Example
+    -------
+    >>> Run(2, 1986, 1986).name, Run(2, 7, 1986).name, Run(2, 7, 1986).label
+    ('fold2', 'fold2_seed7', 'fold 2 seed 7')
+    """
+
+    fold: int
+    seed: int
+    default_seed: int
+
+    @property
+    def name(self):
+        return f"fold{self.fold}" + ("" if self.seed == self.default_seed else
+                                     f"_seed{self.seed}")
+
+    @property
+    def label(self):
+        return f"fold {self.fold}" + ("" if self.seed == self.default_seed else
+                                      f" seed {self.seed}")
+
+
+def study_runs(folds, seeds, default_seed):
+    """Every (fold, seed) run of a study, fold by fold (``seeds`` None: the default seed).
+
+    Example
+    -------
+    >>> [run.name for run in study_runs([1, 2], [1986, 7], 1986)]
+    ['fold1', 'fold1_seed7', 'fold2', 'fold2_seed7']
+    """
+    return [Run(fold, seed, default_seed) for fold in folds for seed in seeds or [default_seed]]
+
+
+def fold_overrides(overrides, output_folder, run):
+    """The overrides of every step of one run: the study's, the run's seed and folders."""
+    run_dir = Path(output_folder) / run.name
+    return {**overrides, "test_session": run.fold, "seed": run.seed,
+            "output_root": str(run_dir),
+            "prepare_folder": str(Path(output_folder) / f"fold{run.fold}" / "prepare"),
+            "skip_prep": True}
 
 
 def step_overrides(step, fold_dir, fold_values):
@@ -52,11 +92,13 @@ def step_overrides(step, fold_dir, fold_values):
 def prepare_folds(args, overrides, table):
     """Prepare every fold before any training; all folds' problems in one error."""
     text = recipe.hp.compose(table.hparams_folder / table.common)
+    default_seed = recipe.resolve_values(text, {**overrides, "output_folder": "unused"})["seed"]
     problems = []
     for fold in args.folds:
-        fold_dir = Path(args.output_folder) / f"fold{fold}"
-        values = recipe.resolve_values(text, {**fold_overrides(overrides, fold_dir, fold),
-                                              "skip_prep": False, "output_folder": "unused"})
+        run = Run(fold, default_seed, default_seed)
+        values = recipe.resolve_values(
+            text, {**fold_overrides(overrides, args.output_folder, run), "skip_prep": False,
+                   "output_folder": "unused"})
         try:
             classes = prepare_fold(values, table.corpora)
         except (PreparationError, AudioError) as error:
@@ -71,38 +113,52 @@ def prepare_folds(args, overrides, table):
 
 @dataclass
 class Planned:
-    """A step of a fold as planned: the overrides it is given, its values and record."""
+    """A step of a run as planned: the overrides it is given, its values and record."""
 
-    fold: int
+    run: Run
     step: Step
     overrides: dict
     values: dict
     record: dict
 
+    @property
+    def fold(self):
+        return self.run.fold
+
+    @property
+    def key(self):
+        """``<run folder>/<step folder>``: unique in a study."""
+        return f"{self.run.name}/{self.step.folder}"
+
+    @property
+    def label(self):
+        return f"{self.run.label} | {self.step.folder}"
+
     def folder(self, output_folder):
-        return Path(output_folder) / f"fold{self.fold}" / self.step.folder
+        return Path(output_folder) / self.key
 
     def finished(self, output_folder, table):
         """True when its folder holds its step's finished marker."""
         return (self.folder(output_folder) / table[self.record["step"]].marker).exists()
 
 
-def plan_run(args, overrides, steps, table):
-    """Plan every step of every fold (``Planned``), each step's digest chained to the next."""
+def plan_run(args, overrides, steps, table, runs):
+    """Plan every step of every run (``Planned``), each step's digest chained to the next."""
     planned, digests = [], {}
     run_options = recipe.result_run_options(vars(args).get)
 
     def digest_of(folder):
         return digests.get(Path(folder), recipe.disk_digest(folder))
 
-    for fold in args.folds:
-        fold_dir = Path(args.output_folder) / f"fold{fold}"
+    for run in runs:
+        run_dir = Path(args.output_folder) / run.name
         for step in steps:
-            given = step_overrides(step, fold_dir, fold_overrides(overrides, fold_dir, fold))
+            given = step_overrides(step, run_dir,
+                                   fold_overrides(overrides, args.output_folder, run))
             _, _, values, record = recipe.plan_step(table, table.hparams_folder / step.hparams,
                                                     given, run_options, digest_of)
-            digests[fold_dir / step.folder] = record["digest"]
-            planned.append(Planned(fold, step, given, values, record))
+            digests[run_dir / step.folder] = record["digest"]
+            planned.append(Planned(run, step, given, values, record))
     return planned
 
 
@@ -130,17 +186,18 @@ def check_changes(planned, output_folder, rerun_changed, plan_only=False):
         shutil.rmtree(folder)
 
 
-def plan_disk(args, planned, table):
-    """Print the disk plan of the run; stop when the free space is short."""
+def plan_disk(args, planned, table, n_runs):
+    """Print the disk plan of the study; stop when the free space is short."""
     training = [entry for entry in planned if table[entry.record["step"]].trains]
     extraction = [entry for entry in planned if not table[entry.record["step"]].trains]
 
     def left(entries):
         return sum(not entry.finished(args.output_folder, table) for entry in entries)
 
-    disk.print_plan((extraction or planned)[0].values, len(args.folds),
-                    len(training) // len(args.folds), left(training), left(extraction),
-                    check_folder=None if args.skip_disk_check else args.output_folder)
+    disk.print_plan((extraction or planned)[0].values, n_runs,
+                    len(training) // n_runs, left(training), left(extraction),
+                    check_folder=None if args.skip_disk_check else args.output_folder,
+                    concurrent=args.jobs)
 
 
 def step_command(step, overrides_file, args, table):
@@ -155,6 +212,8 @@ def step_command(step, overrides_file, args, table):
         script_args.append("--compile")
     if args.nproc == 1 and args.nnodes == 1:
         return [sys.executable, str(script), *script_args]
+    import torch
+
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     launcher = [sys.executable, "-m", "torch.distributed.run",
                 f"--nproc_per_node={args.nproc}", f"--nnodes={args.nnodes}"]
@@ -165,21 +224,3 @@ def step_command(step, overrides_file, args, table):
                      "--rdzv_backend=c10d"]
     return [*launcher, str(script), *script_args,
             f"--distributed_backend={backend}"]
-
-
-def run_step(label, command, log_path):
-    """Run one step, its output to ``log_path``; stop the runner on failure."""
-    started = time.time()
-    print(f"[{time.strftime('%H:%M:%S')}] {label}: running", flush=True)
-    with open(log_path, "a") as log:
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    elapsed = time.time() - started
-    if completed.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise SystemExit(f"{label} failed (exit {completed.returncode}) after {elapsed:.1f} s; "
-                         f"full log: {log_path}\n--- last lines ---\n{tail}")
-    print(f"[{time.strftime('%H:%M:%S')}] {label}: done in {elapsed:.1f} s", flush=True)
-
-

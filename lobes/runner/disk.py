@@ -57,13 +57,15 @@ def feature_cache_bytes(manifests, dim, n_layers):
 
 
 def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
-         hub_download=True, keep_feature_cache=False):
+         hub_download=True, keep_feature_cache=False, concurrent=1):
     """The disk a cross-validation run needs, as ``[(line, bytes)]`` and the peak in bytes.
 
-    Kept: one encoder per training step of every fold. At the peak, one step is training with
-    up to three checkpoints at once (SpeechBrain writes the new one before deleting the old
-    best or latest), each with the encoder and Adam's two moments of its trainable
-    parameters; the feature cache of a fold exists only during its extraction unless kept.
+    Kept: one encoder per training step of every fold (``n_folds`` counts every fold and seed
+    run). At the peak, each of the ``concurrent`` jobs running at once is training with up to
+    three checkpoints at once (SpeechBrain writes the new one before deleting the old best or
+    latest), each with the encoder and Adam's two moments of its trainable parameters, or
+    extracting with the feature cache of its fold, which exists only during its extraction
+    unless kept.
 
     Example
     -------
@@ -75,18 +77,20 @@ def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
     trainable = (total_params - front_end_params) * FLOAT32
     checkpoint = weights + 2 * trainable
     kept = steps_per_fold * n_folds * weights
-    training = 3 * checkpoint
-    cache = cache_bytes * (n_folds if keep_feature_cache else 1)
+    training = concurrent * 3 * checkpoint
+    cache = cache_bytes * (n_folds if keep_feature_cache else concurrent)
+    at_once = "a step trains" if concurrent == 1 else f"{concurrent} steps train at once"
+    caches = "one fold" if concurrent == 1 else f"{concurrent} folds"
     lines = [
         (f"weights kept: {n_folds} folds x {steps_per_fold} training steps x "
          f"{weights / GB:.2f} GB", kept),
         ("pre-trained encoder downloaded once" if hub_download
          else "pre-trained encoder: a local folder (nothing downloaded)",
          weights if hub_download else 0),
-        (f"while a step trains: up to 3 checkpoints x {checkpoint / GB:.2f} GB "
+        (f"while {at_once}: up to 3 checkpoints x {checkpoint / GB:.2f} GB each "
          "(encoder + Adam moments)", training),
         ("feature cache of " + (f"{n_folds} folds (kept)" if keep_feature_cache
-                                else "one fold, while it is clustered"), cache),
+                                else f"{caches}, while it is clustered"), cache),
     ]
     peak = kept + lines[1][1] + max(training, cache if not keep_feature_cache else 0)
     if keep_feature_cache:
@@ -95,7 +99,7 @@ def plan(steps_per_fold, n_folds, total_params, front_end_params, cache_bytes,
 
 
 def still_needed(total_params, front_end_params, cache_bytes, training_steps_left,
-                 extractions_left, hub_download=True, keep_feature_cache=False):
+                 extractions_left, hub_download=True, keep_feature_cache=False, concurrent=1):
     """Bytes the unfinished part of a run still needs at its peak (``plan``'s rules).
 
     Example
@@ -109,7 +113,8 @@ def still_needed(total_params, front_end_params, cache_bytes, training_steps_lef
     if keep_feature_cache:
         need += extractions_left * cache_bytes
     cache = cache_bytes if extractions_left and not keep_feature_cache else 0
-    return need + max(3 * checkpoint if training_steps_left else 0, cache)
+    in_flight = max(3 * checkpoint if training_steps_left else 0, cache)
+    return need + min(concurrent, max(training_steps_left + extractions_left, 1)) * in_flight
 
 
 class DiskSpaceError(OSError):
@@ -133,7 +138,7 @@ def check_free_space(folder, needed, what="this run needs"):
 
 
 def print_plan(values, n_folds, steps_per_fold, training_steps_left, extractions_left,
-               check_folder=None):
+               check_folder=None, concurrent=1):
     """Print the disk plan of a cross-validation run and, with ``check_folder``, stop when its
     file system has less free space than the unfinished part still needs.
 
@@ -154,14 +159,15 @@ def print_plan(values, n_folds, steps_per_fold, training_steps_left, extractions
     hub_download = not Path(source).exists() and not downloaded.exists()
     keep = bool(values.get("keep_feature_cache"))
     lines, peak = plan(steps_per_fold, n_folds, total, front_end, cache,
-                       hub_download=not Path(source).exists(), keep_feature_cache=keep)
+                       hub_download=not Path(source).exists(), keep_feature_cache=keep,
+                       concurrent=concurrent)
     print(f"disk plan ({total / 1e6:.1f} M encoder parameters):")
     for line, size in lines:
         print(f"  {size / GB:7.2f} GB  {line}")
     print(f"  {peak / GB:7.2f} GB  at the peak, for the whole run")
     if check_folder is not None:
         needed = still_needed(total, front_end, cache, training_steps_left, extractions_left,
-                              hub_download, keep)
+                              hub_download, keep, concurrent)
         free = check_free_space(check_folder, needed, "the remaining steps need")
         print(f"  {needed / GB:7.2f} GB  still needed; {free / GB:.2f} GB free in "
               f"{check_folder}", flush=True)

@@ -1,0 +1,204 @@
+"""Run a study's jobs on the machine at hand, up to ``--jobs`` at once.
+
+A job starts when every job it needs has finished; a failed job stops the jobs that need it
+while the other chains go on. Each job runs in its own process group (so that a Ctrl-C, or an
+error of the runner, stops every process it started, ``torchrun`` workers included) with its
+whole output in its folder's ``run.log``; the console gets one line per change of a job's
+state, so the output of parallel jobs never interleaves.
+
+Devices: with GPUs, each job sees only its own (``CUDA_VISIBLE_DEVICES``: ``nproc`` GPUs per
+job, so ``--jobs`` defaults to the GPUs divided by ``--nproc``); on a CPU-only machine one job
+per core, the cores shared out as threads (``OMP_NUM_THREADS``) unless the environment sets
+``OMP_NUM_THREADS`` itself, which then holds for every job (so that results do not depend on
+``--jobs``).
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from lobes.runner.study import dependents, write_overrides
+
+POLL_SECONDS = 0.2
+STOP_GRACE_SECONDS = 10  # after a Ctrl-C, the time jobs get to stop before they are killed
+
+
+def stamp():
+    return time.strftime("%H:%M:%S")
+
+
+def available_cores():
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def visible_gpus():
+    """Indices of the GPUs this process sees (``CUDA_VISIBLE_DEVICES`` first, then torch)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [index for index in visible.split(",") if index.strip() and index != "-1"]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+@dataclass
+class Slots:
+    """What each parallel job gets: a GPU set, or a share of the CPU threads.
+
+    Example
+    -------
+    >>> slots = Slots.for_machine(jobs=None, nproc=1, gpus=["0", "1", "2"], cores=8)
+    >>> slots.jobs, slots.gpu_sets
+    (3, [['0'], ['1'], ['2']])
+    >>> cpu = Slots.for_machine(jobs=None, nproc=1, gpus=[], cores=4, threads_env=None)
+    >>> cpu.jobs, cpu.environment(0)["OMP_NUM_THREADS"]
+    (4, '1')
+    >>> Slots.for_machine(jobs=2, nproc=1, gpus=[], cores=8, threads_env=None).threads
+    4
+    """
+
+    jobs: int
+    gpu_sets: list = field(default_factory=list)
+    threads: int = 0
+
+    @classmethod
+    def for_machine(cls, jobs, nproc, gpus, cores, threads_env="unset"):
+        if threads_env == "unset":
+            threads_env = os.environ.get("OMP_NUM_THREADS")
+        if gpus:
+            sets = [gpus[start:start + nproc] for start in range(0, len(gpus), nproc)]
+            sets = [gpu_set for gpu_set in sets if len(gpu_set) == nproc]
+            if not sets:
+                raise ValueError(f"--nproc {nproc} needs {nproc} GPUs per job but "
+                                 f"{len(gpus)} are visible")
+            jobs = min(jobs or len(sets), len(sets))
+            return cls(jobs, sets[:jobs])
+        jobs = jobs or max(1, cores // nproc)
+        threads = int(threads_env) if threads_env else max(1, cores // (jobs * nproc))
+        return cls(jobs, [], threads)
+
+    def environment(self, slot):
+        """The environment variables of a job running in ``slot``."""
+        if self.gpu_sets:
+            return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpu_sets[slot])}
+        return {"OMP_NUM_THREADS": str(self.threads), "CUDA_VISIBLE_DEVICES": ""}
+
+
+class Failures(Exception):
+    """Jobs of the study failed (or could not run); the message lists each with its log."""
+
+
+def start(job, slot, slots):
+    """Start one job in its own process group, its output appended to its log."""
+    write_overrides(job)
+    log = open(job.log, "a")  # noqa: SIM115  (closed when the job ends)
+    log.write(f"$ {shlex.join(job.command)}\n")
+    log.flush()
+    process = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, **slots.environment(slot)})
+    return process, log
+
+
+def stop_all(running):
+    """Stop every running job's process group: SIGINT, then SIGKILL after a grace period."""
+    for process, _, _, _ in running.values():
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + STOP_GRACE_SECONDS
+    for process, log, _, _ in running.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever the group left behind
+        except ProcessLookupError:
+            pass
+        process.wait()
+        log.close()
+
+
+def run_jobs(graph, slots, on_done=None, tail_lines=15):
+    """Run the jobs of ``graph`` not yet done, up to ``slots.jobs`` at once.
+
+    ``on_done(job)`` is called after each job that finishes (the runner updates its results).
+
+    Returns
+    -------
+    dict
+        ``{key: "done" | "skipped"}`` when every job finished.
+
+    Raises
+    ------
+    Failures
+        After every job that could run has run, listing each failed job with its log and the
+        jobs that did not run because of it.
+    KeyboardInterrupt
+        After stopping every process the runner started.
+    """
+    states = {job.key: "skipped" if job.done else "waiting" for job in graph}
+    for job in graph:
+        if job.done:
+            print(f"[{stamp()}] {job.label}: complete, skipped", flush=True)
+    by_key = {job.key: job for job in graph}
+    running, free_slots, failed = {}, list(range(slots.jobs)), []
+    try:
+        while True:
+            for key, (process, log, slot, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                log.close()
+                del running[key]
+                free_slots.append(slot)
+                elapsed = time.time() - started
+                if process.returncode == 0:
+                    states[key] = "done"
+                    print(f"[{stamp()}] {by_key[key].label}: done in {elapsed:.1f} s",
+                          flush=True)
+                    if on_done:
+                        on_done(by_key[key])
+                else:
+                    states[key] = "failed"
+                    failed.append((key, process.returncode, elapsed))
+                    print(f"[{stamp()}] {by_key[key].label}: FAILED (exit "
+                          f"{process.returncode}) after {elapsed:.1f} s; log: "
+                          f"{by_key[key].log}", flush=True)
+                    for blocked in sorted(dependents(graph, {key}) & {
+                            k for k, state in states.items() if state == "waiting"}):
+                        states[blocked] = "blocked"
+                        print(f"[{stamp()}] {by_key[blocked].label}: not run (needs "
+                              f"{by_key[key].label}, which failed)", flush=True)
+            ready = [job for job in graph if states[job.key] == "waiting"
+                     and all(states[need] in ("done", "skipped") for need in job.needs)]
+            for job in ready[:len(free_slots)]:
+                slot = free_slots.pop(0)
+                process, log = start(job, slot, slots)
+                running[job.key] = (process, log, slot, time.time())
+                states[job.key] = "running"
+                where = f", GPU {','.join(slots.gpu_sets[slot])}" if slots.gpu_sets else ""
+                print(f"[{stamp()}] {job.label}: running{where}", flush=True)
+            if not running:
+                break
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        stop_all(running)
+        raise
+    if failed:
+        lines = []
+        for key, code, elapsed in failed:
+            log = by_key[key].log
+            tail = "".join(log.read_text().splitlines(keepends=True)[-tail_lines:])
+            lines.append(f"{by_key[key].label} failed (exit {code}) after {elapsed:.1f} s; "
+                         f"full log: {log}\n--- last lines ---\n{tail.rstrip()}\n---")
+        blocked = [by_key[key].label for key, state in states.items() if state == "blocked"]
+        if blocked:
+            lines.append(f"not run because of them: {', '.join(blocked)}")
+        raise Failures("\n".join(lines))
+    return states
