@@ -305,8 +305,7 @@ def measure_extraction(folder, settings, batches, samples, precision, args, flop
         start = time.perf_counter()
         with context, torch.no_grad():
             hidden, frame_counts = encoder(wavs.to(args.device), lens.to(args.device))
-        # .float(): extract_gmp.py calls .numpy() on the autocast output directly, which fails
-        # for bf16 (reported; not changed here)
+        # .float() as in extract_gmp.py: numpy has no bf16
         hidden = hidden.float().cpu().numpy()
         encoded = time.perf_counter()
         if index >= warmup:
