@@ -8,14 +8,11 @@ IEMOCAP-like duration set batched by the recipe's own sampler (docs/reference.md
 
 import numpy as np
 from batching_bench import duration_dataset, iemocap_like_durations
-from bench_utils import RECIPE, REPO
+from bench_utils import REPO, recipe_module
 
-STAGE_FILES = {
-    "stage0": "stage0_mtl.yaml",
-    "stage1": "stage1.yaml",
-    "stage2": "stage2.yaml",
-    "baseline": "baseline.yaml",
-}
+TABLE = recipe_module("steps").TABLE  # the recipe's table of steps
+# {training step: its hparams file}: stage0, stage1, stage2, baseline
+STAGE_FILES = {spec.name: spec.hparams for spec in TABLE if spec.trains}
 SAMPLE_RATE = 16000
 N_FOLDS = 5
 # extract_gmp.py encodes one utterance at a time (its GMPs never depend on a batch)
@@ -56,10 +53,10 @@ def recipe_settings(encoder_name):
 
     settings = {}
     for stage, file_name in STAGE_FILES.items():
-        values = raw_values(compose(RECIPE / "hparams" / file_name))
+        values = raw_values(compose(TABLE.hparams_folder / file_name))
         settings[stage] = {key: _plain(value) for key, value in values.items()
                            if _tag(value) is None or key == "embedding_size"}
-    gmp = raw_values(compose(RECIPE / "hparams" / "gmp.yaml"))
+    gmp = raw_values(compose(TABLE.hparams_folder / TABLE["gmp"].hparams))
     settings["gmp"] = {key: _plain(gmp[key]) for key in (
         "kmeans_max_frames", "kmeans_iterations", "kmeans_backend",
         "keep_feature_cache", "gmp_scales", "valid_ratio", "expected_utterances")}
