@@ -131,7 +131,8 @@ def test_disk_is_the_plan_peak_for_the_quick_encoder(quick_output, tmp_path):
 def test_flop_count_matches_flop_counter_mode(quick_output, tmp_path):
     """The printed forward FLOP of a 4 s clip (and per second of audio) against
     ``torch.utils.flop_counter.FlopCounterMode`` on the same shrunk encoder, eager attention."""
-    from scale_bench import FLOP_CHECK_SECONDS, QUICK_SIZE
+    from scale_bench import QUICK_SIZE
+    from scale_flops import FLOP_CHECK_SECONDS
     from torch.utils.flop_counter import FlopCounterMode
 
     from lobes.fixtures.encoders import write_random_encoder

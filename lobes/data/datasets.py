@@ -163,7 +163,7 @@ class _AtomicSaveEncoder(CategoricalEncoder):
 
     @staticmethod
     def _load_literal(path):
-        # A file cut before its extras (by an older, non-atomic save) parses without
+        # A file cut before its extras (a non-atomic save killed part-way) parses without
         # "starting_index": a ValueError makes load_or_create rebuild it instead of crashing.
         lab2ind, ind2lab, extras = CategoricalEncoder._load_literal(path)
         if "starting_index" not in extras:

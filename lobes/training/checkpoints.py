@@ -160,7 +160,7 @@ class RandomStates:
         rank, world_size = _rank_and_world_size()
         with open(path) as handle:
             states = json.load(handle)
-        saved_world_size = int(states.get("world_size", 1))  # files before DDP support: 1
+        saved_world_size = int(states.get("world_size", 1))  # without the key: one process
         if saved_world_size != world_size and rank == 0:
             logger.warning(
                 "%s holds the random states of %d process(es), this run has %d: ranks below "
