@@ -43,7 +43,7 @@ def killed_and_resumed(tmp_path_factory, small_corpus, demo_hubert_dir):
         "--output_folder", str(output), "--encoder_source", str(demo_hubert_dir),
         "--expected_utterances", "0", "--folds", "1,2", "--systems", "gmp_tl,baseline",
         "--overrides", str(TINY_ENCODER_HPARAMS), str(RECIPE_DIR / "hparams" / "demo.yaml"),
-        str(overrides),
+        str(overrides), "--jobs", "1",
     ]
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, text=True)
@@ -212,3 +212,118 @@ def test_misspelled_override_key_stops_before_any_work(tmp_path, small_corpus,
     assert "'number_of_epoch' (did you mean 'number_of_epochs'?)" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "out" / "fold1" / "stage0").exists()
+
+
+# ---- the study as parallel jobs (lobes.runner.study, lobes.runner.launchers.local) ----
+
+FINAL_STEPS = ("stage0", "gmp", "stage1", "stage2", "baseline")
+
+
+@pytest.fixture(scope="module")
+def parallel_with_a_failed_fold(tmp_path_factory, small_corpus, demo_hubert_dir):
+    """The killed-and-resumed study again, two jobs at once, with fold 2's test manifest naming
+    a wav that is gone (every step of fold 2 stops at its start); then repaired and run again."""
+    output = tmp_path_factory.mktemp("parallel") / "out"
+
+    def study(*extra):
+        return run_cv(output, small_corpus, demo_hubert_dir, "--folds", "1,2",
+                      "--systems", "gmp_tl,baseline", "--jobs", "2", *extra,
+                      overrides_text=SHORT, check=False)
+
+    assert study("--plan_only").returncode == 0
+    manifest = output / "fold2" / "prepare" / "test.json"
+    intact = manifest.read_text()
+    entries = json.loads(intact)
+    first = next(iter(entries))
+    entries[first]["wav"] = entries[first]["wav"] + ".gone"
+    manifest.write_text(json.dumps(entries))
+    failed = study()
+    manifest.write_text(intact)
+    resumed = study()
+    return output, failed, resumed
+
+
+def test_a_failed_job_stops_its_chain_the_others_go_on(parallel_with_a_failed_fold):
+    output, failed, _ = parallel_with_a_failed_fold
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    for step in ("stage0", "baseline"):
+        assert f"fold 2 | {step}: FAILED" in failed.stdout
+        log = output / "fold2" / step / "run.log"
+        assert f"{log}" in failed.stderr and ".gone" in log.read_text()
+    for step in ("gmp", "stage1", "stage2"):
+        assert f"fold 2 | {step}: not run (needs fold 2 | " in failed.stdout
+        assert not (output / "fold2" / step).exists()
+    assert "run the same command again" in failed.stderr
+    for step in FINAL_STEPS:
+        assert f"fold 1 | {step}: done" in failed.stdout
+    # the finished fold is in the results already
+    assert set(json.loads((output / "results.json").read_text())["systems"]["gmp_tl"]
+               ["folds"]) == {"1"}
+
+
+def test_the_same_command_resumes_and_parallel_equals_serial(parallel_with_a_failed_fold,
+                                                               killed_and_resumed):
+    output, _, resumed = parallel_with_a_failed_fold
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for step in FINAL_STEPS:
+        assert f"fold 1 | {step}: complete, skipped" in resumed.stdout
+        assert f"fold 2 | {step}: done" in resumed.stdout
+    # one progress line per state change, never a job's own output
+    assert all(line.startswith(("[", "fold ", "disk plan", "  ", "|", "", "all jobs", "Mean",
+                                "Settings", "Confusion", "Learning", "!["))
+               for line in resumed.stdout.splitlines()), resumed.stdout
+    serial = killed_and_resumed[0]
+    for fold in (1, 2):
+        for step in ("stage2", "baseline"):
+            assert (output / f"fold{fold}" / step / "metrics.json").read_bytes() == \
+                (serial / f"fold{fold}" / step / "metrics.json").read_bytes(), (fold, step)
+        assert (output / f"fold{fold}" / "gmp" / "train_L2_K16.km").read_bytes() == \
+            (serial / f"fold{fold}" / "gmp" / "train_L2_K16.km").read_bytes()
+
+
+def child_pids(pid):
+    """The pids of a process's children (Linux /proc)."""
+    found = []
+    for task in (f"/proc/{pid}/task/{tid}/children" for tid in os.listdir(f"/proc/{pid}/task")):
+        try:
+            found += [int(child) for child in open(task).read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_stops_every_job_and_says_how_to_resume(tmp_path, small_corpus, demo_hubert_dir):
+    command = [
+        sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(small_corpus),
+        "--output_folder", str(tmp_path / "out"), *tiny_encoder(demo_hubert_dir),
+        "--expected_utterances", "0", "--folds", "1,2", "--systems", "baseline", "--jobs", "2",
+    ]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    deadline, jobs = time.time() + 300, []
+    while len(jobs) < 2 and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.2)
+        jobs = child_pids(runner.pid)
+    assert len(jobs) == 2, runner.communicate()
+    os.kill(runner.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the runner
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stderr
+    assert "interrupted: every job was stopped; run the same command again" in stderr
+    assert "Traceback" not in stderr
+    for pid in jobs:
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z", f"job {pid} still runs"
+
+
+def test_an_unreachable_encoder_ends_the_study_in_one_line(tmp_path, small_corpus):
+    completed = subprocess.run(
+        [sys.executable, str(RECIPE_DIR / "run_cv.py"), "--data_folder", str(small_corpus),
+         "--output_folder", str(tmp_path / "out"), "--expected_utterances", "0",
+         "--plan_only"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and "facebook/hubert-large-ll60k" in lines[0]
+    assert "--encoder_source" in lines[0]
+    assert "Traceback" not in completed.stderr and len(lines) <= 2

@@ -36,6 +36,7 @@ from transformers import AutoConfig
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from lobes.models.frames import frame_mask, n_frames
+from lobes.utils.errors import HparamsError
 
 FREEZE_CHOICES = ("none", "cnn", "all")
 # model_type of config.json -> SpeechBrain's HF wrapper of that family
@@ -43,6 +44,10 @@ FAMILIES = {"hubert": HuBERT, "wavlm": WavLM, "wav2vec2": Wav2Vec2}
 # families that load but break a guarantee of the lobe, and why
 REFUSED = {"data2vec-audio": "its stack of positional convolutions carries padding into the "
            "real frames, so an utterance's features would depend on the batch"}
+
+
+class EncoderNotFound(HparamsError, FileNotFoundError):
+    """The encoder a setting names cannot be read (offline, misspelled hub id, wrong folder)."""
 
 
 def encoder_config(source, cache_dir=None):
@@ -58,10 +63,12 @@ def encoder_config(source, cache_dir=None):
     try:
         config = AutoConfig.from_pretrained(str(source), cache_dir=cache_dir)
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"cannot read the encoder configuration of {source!r}: give a hub id (e.g. "
-            "facebook/hubert-large-ll60k) or a folder written by save_pretrained (holding "
-            f"config.json) ({error})"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise EncoderNotFound(
+            f"cannot read the encoder configuration of {source!r} ({first_line}): give "
+            "--encoder_source (or the encoder_source key) a hub id that this machine can "
+            "download or has in its cache (e.g. facebook/hubert-large-ll60k), or a local folder "
+            "written by save_pretrained (holding config.json)"
         ) from error
     if config.model_type in REFUSED:
         raise ValueError(f"{source} is a {config.model_type} model, which the encoder lobe does "

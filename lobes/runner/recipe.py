@@ -25,6 +25,7 @@ traceback, and Ctrl-C says how to resume (exit status 130).
 """
 
 import dataclasses
+import functools
 import io
 import logging
 import shutil
@@ -134,9 +135,14 @@ def overrides_text(overrides):
 
 def shipped_defaults(table):
     """The raw top-level values of the shipped hparams files (tags kept), for type checks."""
+    return _shipped_defaults(table.hparams_folder, table.shipped)
+
+
+@functools.cache  # parsing six YAML files for each step of a study is most of its planning
+def _shipped_defaults(hparams_folder, shipped):
     defaults = {}
-    for name in table.shipped:
-        defaults.update(hp.raw_values(hp.compose(table.hparams_folder / name)))
+    for name in shipped:
+        defaults.update(hp.raw_values(hp.compose(hparams_folder / name)))
     return defaults
 
 

@@ -1,10 +1,13 @@
 """Run a study's jobs on the machine at hand, up to ``--jobs`` at once.
 
-A job starts when every job it needs has finished; a failed job stops the jobs that need it
-while the other chains go on. Each job runs in its own process group (so that a Ctrl-C, or an
-error of the runner, stops every process it started, ``torchrun`` workers included) with its
-whole output in its folder's ``run.log``; the console gets one line per change of a job's
-state, so the output of parallel jobs never interleaves.
+A job starts when every job it needs has finished (one job at a time: in the planned order, fold
+by fold; several: the ready job with the longest chain after it first, so that the last chains
+do not run alone at the end); a failed job stops the jobs that need it while the other chains
+go on. Each job runs in its own process group, so that a Ctrl-C, or an error of the runner,
+stops every process it started, ``torchrun`` workers included; a job also dies with the runner
+(Linux's parent-death signal), so a killed runner leaves no orphans. Its whole output goes to its folder's
+``run.log``; the console gets one line per change of a job's state, so the output of parallel
+jobs never interleaves.
 
 Devices: with GPUs, each job sees only its own (``CUDA_VISIBLE_DEVICES``: ``nproc`` GPUs per
 job, so ``--jobs`` defaults to the GPUs divided by ``--nproc``); on a CPU-only machine one job
@@ -13,10 +16,12 @@ per core, the cores shared out as threads (``OMP_NUM_THREADS``) unless the envir
 ``--jobs``).
 """
 
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -88,6 +93,30 @@ class Slots:
         return {"OMP_NUM_THREADS": str(self.threads), "CUDA_VISIBLE_DEVICES": ""}
 
 
+def die_with_parent():
+    """In a child before ``exec``: be killed when the runner dies (Linux ``PR_SET_PDEATHSIG``)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def chain_lengths(graph):
+    """``{key: jobs in the longest chain from this job to the end}``, the scheduling priority.
+
+    Example
+    -------
+    >>> class J:
+    ...     def __init__(self, key, needs):
+    ...         self.key, self.needs = key, needs
+    >>> chain_lengths([J("a", []), J("b", ["a"]), J("c", ["b"]), J("d", [])])
+    {'a': 3, 'b': 2, 'c': 1, 'd': 1}
+    """
+    lengths = {job.key: 1 for job in graph}
+    for job in reversed(graph):  # every job comes after the jobs it needs
+        for need in job.needs:
+            lengths[need] = max(lengths[need], lengths[job.key] + 1)
+    return lengths
+
+
 class Failures(Exception):
     """Jobs of the study failed (or could not run); the message lists each with its log."""
 
@@ -100,6 +129,7 @@ def start(job, slot, slots):
     log.flush()
     process = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=die_with_parent,
                                env={**os.environ, **slots.environment(slot)})
     return process, log
 
@@ -148,6 +178,8 @@ def run_jobs(graph, slots, on_done=None, tail_lines=15):
         if job.done:
             print(f"[{stamp()}] {job.label}: complete, skipped", flush=True)
     by_key = {job.key: job for job in graph}
+    order = {job.key: index for index, job in enumerate(graph)}
+    lengths = chain_lengths(graph) if slots.jobs > 1 else dict.fromkeys(order, 0)
     running, free_slots, failed = {}, list(range(slots.jobs)), []
     try:
         while True:
@@ -175,8 +207,9 @@ def run_jobs(graph, slots, on_done=None, tail_lines=15):
                         states[blocked] = "blocked"
                         print(f"[{stamp()}] {by_key[blocked].label}: not run (needs "
                               f"{by_key[key].label}, which failed)", flush=True)
-            ready = [job for job in graph if states[job.key] == "waiting"
-                     and all(states[need] in ("done", "skipped") for need in job.needs)]
+            ready = sorted((job for job in graph if states[job.key] == "waiting"
+                            and all(states[need] in ("done", "skipped") for need in job.needs)),
+                           key=lambda job: (-lengths[job.key], order[job.key]))
             for job in ready[:len(free_slots)]:
                 slot = free_slots.pop(0)
                 process, log = start(job, slot, slots)

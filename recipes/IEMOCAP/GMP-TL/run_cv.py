@@ -284,7 +284,7 @@ def run(argv=None):
     except Exception as error:  # noqa: BLE001  (the study's errors end in one line)
         if os.environ.get("GMPTL_TRACEBACK"):
             raise
-        known = type(error).__name__ in KNOWN_ERRORS
+        known = isinstance(error, HparamsError) or type(error).__name__ in KNOWN_ERRORS
         message = " ".join(str(error).split()) if not known else str(error)
         kind = "" if known else f"{type(error).__name__}: "
         print(f"error: {kind}{message}", file=sys.stderr)
@@ -294,8 +294,7 @@ def run(argv=None):
 
 
 # errors whose message says what to do: printed as they are (several lines for several jobs)
-KNOWN_ERRORS = {"HparamsError", "RecipeError", "DiskSpaceError", "PreparationError",
-                "AudioError", "Failures", "StudyError"}
+KNOWN_ERRORS = {"DiskSpaceError", "PreparationError", "AudioError", "Failures"}
 
 
 if __name__ == "__main__":
