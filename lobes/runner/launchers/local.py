@@ -5,9 +5,9 @@ by fold; several: the ready job with the longest chain after it first, so that t
 do not run alone at the end); a failed job stops the jobs that need it while the other chains
 go on. Each job runs in its own process group, so that a Ctrl-C, or an error of the runner,
 stops every process it started, ``torchrun`` workers included; a job also dies with the runner
-(Linux's parent-death signal), so a killed runner leaves no orphans. Its whole output goes to its folder's
-``run.log``; the console gets one line per change of a job's state, so the output of parallel
-jobs never interleaves.
+(Linux's parent-death signal), so a killed runner leaves no orphans. Its whole output goes to
+its folder's ``run.log``; the console gets one line per change of a job's state, so the output
+of parallel jobs never interleaves.
 
 Devices: with GPUs, each job sees only its own (``CUDA_VISIBLE_DEVICES``: ``nproc`` GPUs per
 job, so ``--jobs`` defaults to the GPUs divided by ``--nproc``); on a CPU-only machine one job
