@@ -77,3 +77,14 @@ def test_inference_bench_times_every_system():
     for system in ("classify_file ", "classify_file, chunk_seconds 1 ",
                    "classify_file, no chunking ", "bare HF HubertModel "):
         assert any(line.startswith(system) for line in output.splitlines()), system
+
+
+def test_study_bench_runs_both_ways_with_identical_metrics():
+    output = run_bench("study_bench.py", "--folds", "1,2", "--systems", "baseline", "--jobs",
+                       "2", "--utts_per_speaker", "6")
+    figures = summary(output)
+    assert figures["identical"] == 1
+    assert figures["ratio"] > 0 and figures["runner_help"] > 0
+    # a step started with the libraries loaded skips their import: it cannot be slower
+    assert 0 < figures["startup_loaded"] < figures["startup_new_process"]
+    assert "--jobs 2 / --jobs 1 wall time" in output
