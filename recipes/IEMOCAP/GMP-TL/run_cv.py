@@ -32,6 +32,8 @@ from pathlib import Path
 
 from steps import TABLE
 
+from lobes.data.corpora import corpus_folds, corpus_split_name
+from lobes.data.manifests import PreparationError
 from lobes.runner import cv, recipe
 from lobes.runner.disk import DiskSpaceError
 from lobes.runner.hparams import HparamsError
@@ -84,7 +86,8 @@ def parse_args(argv=None):
                         help="which preparation writes the manifests (default: iemocap)")
     parser.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the corpus' prepare function, e.g. classes=6")
-    parser.add_argument("--folds", default="1,2,3,4,5", help="test folds, comma separated")
+    parser.add_argument("--folds", help="test folds, comma separated (default: the corpus' "
+                                         "own folds, e.g. EmoBox's; else 1,2,3,4,5)")
     parser.add_argument("--systems", default="gmp_tl,baseline",
                         help=f"comma separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--overrides", nargs="+", default=[],
@@ -115,7 +118,7 @@ def parse_args(argv=None):
     run.add_argument("--rdzv_endpoint", help="HOST:PORT of the rendezvous (nnodes > 1)")
     args = parser.parse_args(argv)
     try:
-        args.folds = [int(fold) for fold in args.folds.split(",")]
+        args.folds = args.folds and [int(fold) for fold in args.folds.split(",")]
     except ValueError:
         parser.error(f"--folds takes numbers separated by commas, got {args.folds!r}")
     args.systems = args.systems.split(",")
@@ -161,6 +164,11 @@ def main(argv=None):
     systems = {system: system_steps(system, args.single_scale_k) for system in args.systems}
     steps = list({step.folder: step for chain in systems.values() for step in chain}.values())
     recipe.sort_run_overrides(TABLE, overrides)  # no step knows it: stop now
+    corpus_values = {"corpus": "iemocap", **overrides}
+    try:
+        args.folds = args.folds or corpus_folds(corpus_values, TABLE.corpora) or [1, 2, 3, 4, 5]
+    except PreparationError as error:
+        raise SystemExit(f"error: {error}") from None
     cv.prepare_folds(args, overrides, TABLE)
     planned = cv.plan_run(args, overrides, steps, TABLE)
     cv.check_changes(planned, args.output_folder, args.rerun_changed, args.plan_only)
@@ -190,7 +198,8 @@ def main(argv=None):
             cv.run_step(label, cv.step_command(entry.step, overrides_file, args, TABLE),
                         folder / "run.log")
         markdown = write_results(args.output_folder, args.folds, chains, expected, reported,
-                                 _plain_overrides(overrides))
+                                 _plain_overrides(overrides),
+                                 corpus_split_name(corpus_values, TABLE.corpora, args.folds))
     print(f"\nall folds done in {time.time() - started:.0f} s; results in "
           f"{Path(args.output_folder) / 'results.md'}\n")
     print(markdown)
