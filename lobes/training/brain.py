@@ -143,7 +143,8 @@ class EncoderBrain(sb.Brain):
 
     def stage_stats(self, stage_loss):
         stats = {"loss": stage_loss}
-        stats.update({name: hits / max(total, 1.0) for name, (hits, total) in self.counts.items()})
+        # an accuracy over nothing (gender_acc of a corpus without genders) is left out
+        stats.update({name: hits / total for name, (hits, total) in self.counts.items() if total})
         if self.report.ids:
             metrics = self.report.metrics()
             stats.update(WA=metrics["WA"], UA=metrics["UA"])

@@ -236,7 +236,7 @@ def cluster_scales(hparams, manifests):
             valid = manifests["valid"]
             reports[f"L{layer}_K{k}"] = cluster_report(
                 valid_labels, {u: e["emo"] for u, e in valid.items()},
-                {u: e["gender"] for u, e in valid.items()},
+                {u: e["gender"] for u, e in valid.items() if e["gender"] in GENDERS},
                 k * (2 if hparams["gmp_gender_split"] else 1),
             )
     return reports
