@@ -8,6 +8,7 @@ imported from the preparation, so a wrong table fails.
 """
 
 import csv
+import doctest
 import json
 import logging
 import math
@@ -401,6 +402,38 @@ def test_label_dict_file_of_emovo(tmp_path):
         == [("hap", "f1", "F"), ("sad", "m1", "M")]
 
 
+def test_other_classes_follow_in_label_map_order(tmp_path):
+    """Classes the native preparations lack come after theirs, lower-cased (EmoV-DB)."""
+    label_map = {"Amused": "Amused", "Sleepy": "Sleepy", "Angry": "Angry", "Disgust": "Disgust",
+                 "Neutral": "Neutral"}
+    lines = []
+    for speaker in ("bea", "sam"):
+        for number, emotion in enumerate(("Sleepy", "Amused", "Neutral", "Angry")):
+            wav = Path("downloads/emovdb") / f"{speaker}_{emotion}" / f"x_{number:04d}.wav"
+            write_wav(tmp_path / wav, 1600, 16000)
+            lines.append(line(f"emovdb-{speaker}-{emotion}-{number:04d}", wav, emotion, 1600,
+                              16000))
+    write_metadata(tmp_path, "emovdb", {1: {"train": lines[:4], "test": lines[4:]}}, label_map)
+    prepare_emobox(tmp_path, tmp_path / "out", 1, dataset="emovdb", valid_ratio=0.0)
+    assert json.loads((tmp_path / "out" / "classes.json").read_text()) == \
+        ["neu", "ang", "amused", "sleepy"]
+    fold = read_fold(tmp_path / "out")
+    assert {(entry["spk"], entry["gender"]) for entry in fold["test"].values()} == {("sam", "M")}
+
+
+def test_official_valid_list(emozionalmente_root, tmp_path):
+    """Where EmoBox gives a valid list (m3ed, meld, msppodcast), it is valid.json."""
+    fold_folder = emozionalmente_root / "data" / "emozionalmente" / "fold_1"
+    train = (fold_folder / "emozionalmente_train_fold_1.jsonl").read_text().splitlines()
+    (fold_folder / "emozionalmente_train_fold_1.jsonl").write_text("\n".join(train[:17]))
+    (fold_folder / "emozionalmente_valid_fold_1.jsonl").write_text("\n".join(train[17:]))
+    prepare_emobox(emozionalmente_root, tmp_path / "out", 1, dataset="emozionalmente",
+                   valid_ratio=0.5)
+    fold = read_fold(tmp_path / "out")
+    assert sorted(fold["valid"]) == sorted(json.loads(text)["key"] for text in train[17:])
+    assert len(fold["train"]) == 17
+
+
 # --- the runner's view: folds, split name, results -------------------------------------------
 
 def test_runner_learns_folds_and_split_name(ravdess_root, tmp_path):
@@ -503,3 +536,8 @@ def test_runner_default_folds_follow_emobox(ravdess_root, demo_hubert_dir, tmp_p
     with pytest.raises(SystemExit, match=r"no dataset 'ravdes' \(did you mean 'ravdess'"):
         recipe_module("run_cv").main([*common, "--output_folder", str(tmp_path / "out2"),
                                       "--prepare_option", "dataset=ravdes"])
+
+
+def test_examples_of_the_preparation():
+    """The docstring examples of emobox_prepare.py (recipe scripts are not collected)."""
+    assert doctest.testmod(emobox_prepare).failed == 0

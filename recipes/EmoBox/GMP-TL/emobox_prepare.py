@@ -64,9 +64,13 @@ UNKNOWN = manifests.UNKNOWN
 logger = logging.getLogger(__name__)
 
 LABEL_MAP_FILES = ("label_map.json", "label_dict.json")  # emovo's is label_dict.json
-# The class names the native preparations share, as their codes, in their order.
-CLASS_CODES = {"Neutral": "neu", "Happy": "hap", "Angry": "ang", "Sad": "sad", "Fear": "fea",
-               "Disgust": "dis", "Surprise": "sur", "Calm": "cal"}
+# The classes the native preparations share, in their order, and the EmoBox class names of
+# each (with the spellings of older EmoBox label maps).
+CLASS_ORDER = ("neu", "hap", "ang", "sad", "fea", "dis", "sur", "cal")
+CLASS_CODES = {"Neutral": "neu", "Happy": "hap", "Joy": "hap", "Angry": "ang", "Anger": "ang",
+               "Angray": "ang", "Sad": "sad", "Sadness": "sad", "Fear": "fea", "Fearful": "fea",
+               "Disgust": "dis", "Disgusted": "dis", "Surprise": "sur", "Surprised": "sur",
+               "Superise": "sur", "Calm": "cal"}
 # Our choice: a speaker-disjoint valid split may hold up to twice the valid_ratio share of the
 # training utterances; with fewer, larger speakers it is drawn by utterance instead (logged).
 MAX_VALID_SHARE = 2.0
@@ -353,8 +357,8 @@ def _class_code(name):
 
     Example
     -------
-    >>> _class_code("Happy"), _class_code("pain, groan")
-    ('hap', 'pain_groan')
+    >>> _class_code("Happy"), _class_code("Surprised"), _class_code("pain, groan")
+    ('hap', 'sur', 'pain_groan')
     """
     return CLASS_CODES.get(name) or re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
@@ -410,11 +414,10 @@ def _read_lines(options):
 def _classes(options):
     """The class codes the fold uses, the native order first (see the module docstring)."""
     lines, label_map = _read_lines(options)
-    used = {label_map[line["emo"]] for line in lines.values()}
-    names = list(dict.fromkeys(label_map.values()))
-    ordered = [name for name in CLASS_CODES if name in used]
-    ordered += [name for name in names if name in used and name not in CLASS_CODES]
-    return [_class_code(name) for name in ordered]
+    used = {_class_code(label_map[line["emo"]]) for line in lines.values()}
+    in_map_order = dict.fromkeys(_class_code(name) for name in label_map.values())
+    return ([code for code in CLASS_ORDER if code in used]
+            + [code for code in in_map_order if code in used and code not in CLASS_ORDER])
 
 
 def _first(items):
