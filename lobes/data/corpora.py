@@ -37,6 +37,10 @@ def load_prepare(corpus, corpora):
     ...     print(error)
     corpus 'mien' (did you mean 'mine'?) has no preparation; corpora: mine
     """
+    return getattr(_prepare_module(corpus, corpora), f"prepare_{corpus}")
+
+
+def _prepare_module(corpus, corpora):
     if corpus not in corpora:
         raise HparamsError(
             f"corpus {corpus!r}{did_you_mean(str(corpus), corpora)} has no preparation; "
@@ -45,7 +49,59 @@ def load_prepare(corpus, corpora):
     spec = importlib.util.spec_from_file_location(f"{corpus}_prepare", corpora[corpus])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return getattr(module, f"prepare_{corpus}")
+    return module
+
+
+def _call_with_options(function, values):
+    """``function`` called with ``data_folder`` and the ``prepare_options`` it takes."""
+    options = {"data_folder": values["data_folder"], **(values.get("prepare_options") or {})}
+    parameters = inspect.signature(function).parameters
+    if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+        options = {key: value for key, value in options.items() if key in parameters}
+    return function(**options)
+
+
+def corpus_folds(values, corpora):
+    """The fold numbers the corpus itself gives, or None when it lets the user choose.
+
+    A preparation whose corpus fixes its folds (EmoBox: ``fold_<k>`` folders) defines
+    ``n_folds(data_folder, **options)``; the runner's default ``--folds`` follows it. ``values``
+    need ``corpus``, ``data_folder`` and ``prepare_options``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "mine_prepare.py"
+    >>> _ = path.write_text("def prepare_mine(data_folder, save_folder, fold):\\n    pass\\n"
+    ...                     "def n_folds(data_folder, parts='3'):\\n    return int(parts)\\n")
+    >>> corpus_folds({"corpus": "mine", "data_folder": "/d",
+    ...               "prepare_options": {"parts": "2"}}, {"mine": path})
+    [1, 2]
+    """
+    module = _prepare_module(values["corpus"], corpora)
+    if not hasattr(module, "n_folds"):
+        return None
+    return list(range(1, _call_with_options(module.n_folds, values) + 1))
+
+
+def corpus_split_name(values, corpora, folds):
+    """How results tables name the split of ``folds``, or None for the preparation's own.
+
+    A preparation that runs a published split (EmoBox) defines ``split_name(folds,
+    **options)``, e.g. ``EmoBox iemocap fold 1-5``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "mine_prepare.py"
+    >>> _ = path.write_text("def prepare_mine(data_folder, save_folder, fold):\\n    pass\\n")
+    >>> corpus_split_name({"corpus": "mine", "data_folder": "/d"}, {"mine": path}, [1]) is None
+    True
+    """
+    module = _prepare_module(values["corpus"], corpora)
+    if not hasattr(module, "split_name"):
+        return None
+    return _call_with_options(lambda **options: module.split_name(folds, **options), values)
 
 
 def prepare_arguments(values, corpora):

@@ -18,7 +18,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.dataio.sampler import DynamicBatchSampler
 
 from lobes.data.audio import AudioError, audio_info, read_audio
-from lobes.data.manifests import PreparationError
+from lobes.data.manifests import UNKNOWN, PreparationError
 from lobes.gmp.labels import check_labels_against_manifest, fit_labels_to_frames, read_label_file
 from lobes.models.frames import RECEPTIVE_FIELD, SAMPLE_RATE, n_frames
 
@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 GENDERS = ("F", "M")
+# ``gender_encoded`` of an utterance whose gender is unknown: the ignore index of
+# ``torch.nn.functional.cross_entropy``, so that losses leave it out.
+UNKNOWN_GENDER_INDEX = -100
 MIN_DURATION = RECEPTIVE_FIELD / SAMPLE_RATE
 # A wav whose length differs from its manifest entry by more than this was replaced or cut.
 DURATION_TOLERANCE = 0.01
@@ -316,7 +319,8 @@ def dataio_prepare(hparams, gmp_label_paths=None):
     -------
     datasets : dict
         ``{"train": ..., "valid": ..., "test": ...}`` ``DynamicItemDataset`` objects with
-        outputs ``id``, ``sig``, ``emo_encoded``, ``gender_encoded`` (and the GMP items).
+        outputs ``id``, ``sig``, ``emo_encoded``, ``gender_encoded`` (``UNKNOWN_GENDER_INDEX``
+        for an ``unknown`` gender) and the GMP items.
     label_encoder : CategoricalEncoder
         The emotion label encoder (also saved as ``<save_folder>/label_encoder.txt``).
     """
@@ -339,7 +343,8 @@ def dataio_prepare(hparams, gmp_label_paths=None):
     @sb.utils.data_pipeline.provides("emo_encoded", "gender_encoded")
     def label_pipeline(emo, gender):
         yield torch.LongTensor([label_encoder.encode_label(emo)])
-        yield torch.LongTensor([gender_encoder.encode_label(gender)])
+        yield torch.LongTensor([UNKNOWN_GENDER_INDEX if gender == UNKNOWN
+                                else gender_encoder.encode_label(gender)])
 
     datasets = {}
     for split in SPLITS:

@@ -13,6 +13,7 @@ from the function's signature, checks, wav check, fold, manifests written once) 
 - ``speaker_folds`` puts speakers into speaker-independent, gender-balanced folds;
 - ``split_fold`` / ``draw_validation`` hold out a test group and draw a seeded,
   speaker-stratified validation share from the rest (``hold_out`` is that fold rule);
+  ``draw_speakers`` draws a validation set of whole speakers instead (EmoBox);
 - ``write_manifests`` writes the manifest contract (docs/design.md, Data contract:
   ``train.json``, ``valid.json``, ``test.json``), ``classes.json`` (the ordered class list of
   the corpus as configured) and, last, ``prepare_options.json``, each atomically;
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 MANIFEST_FIELDS = ("wav", "duration", "emo", "gender", "spk", "session")
 GENDERS = ("F", "M")
+# The gender and speaker of an utterance whose corpus does not give them (EmoBox datasets whose
+# keys carry neither): stage 0 leaves such genders out of its gender loss.
+UNKNOWN = "unknown"
 OPTIONS_FILE = "prepare_options.json"
 CLASSES_FILE = "classes.json"
 
@@ -583,6 +587,55 @@ def draw_validation(utterances, valid_ratio, seed):
     return train, valid
 
 
+def draw_speakers(utterances, valid_ratio, seed):
+    """Split utterances into train and a seeded validation set of whole speakers.
+
+    The speakers are shuffled by a generator seeded with ``"<seed>:speakers"``, then taken in
+    that order until the validation set holds at least ``round(valid_ratio * n)`` of the ``n``
+    utterances (halves round up); at least one speaker stays in train. No speaker is in both.
+
+    Arguments
+    ---------
+    utterances : dict
+        ``{utt_id: entry}`` with ``entry["spk"]``.
+    valid_ratio : float
+        Share of the utterances wanted for validation, in ``[0, 1)``.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    train, valid : dict
+        The two parts, each ``{utt_id: entry}``.
+
+    Example
+    -------
+    >>> utterances = {f"u{i}": {"spk": f"s{i % 10}"} for i in range(100)}
+    >>> train, valid = draw_speakers(utterances, 0.2, seed=3)
+    >>> len(valid), len({entry["spk"] for entry in valid.values()})
+    (20, 2)
+    >>> {entry["spk"] for entry in valid.values()} & {entry["spk"] for entry in train.values()}
+    set()
+    """
+    by_speaker = {}
+    for utt_id, entry in utterances.items():
+        by_speaker.setdefault(entry["spk"], []).append(utt_id)
+    target = math.floor(valid_ratio * len(utterances) + 0.5)
+    # A string seed is hashed with SHA-512, so the draw is the same in every process.
+    order = sorted(by_speaker)
+    random.Random(f"{seed}:speakers").shuffle(order)
+    chosen, n_valid = set(), 0
+    for spk in order[:-1]:
+        if n_valid >= target:
+            break
+        chosen.add(spk)
+        n_valid += len(by_speaker[spk])
+    train, valid = {}, {}
+    for utt_id, entry in utterances.items():
+        (valid if entry["spk"] in chosen else train)[utt_id] = entry
+    return train, valid
+
+
 def split_fold(utterances, test_session, valid_ratio, seed):
     """One cross-validation fold: test = ``session == test_session``, valid drawn from the rest.
 
@@ -679,8 +732,10 @@ def _contract_entry(utt_id, entry, classes):
         raise ValueError(f"manifest entry {utt_id} lacks {missing}: {entry}")
     if entry["emo"] not in classes:
         raise ValueError(f"manifest entry {utt_id} has emo {entry['emo']!r}, not in {classes}")
-    if entry["gender"] not in GENDERS:
-        raise ValueError(f"manifest entry {utt_id} has gender {entry['gender']!r}, not F or M")
+    if entry["gender"] not in (*GENDERS, UNKNOWN):
+        raise ValueError(
+            f"manifest entry {utt_id} has gender {entry['gender']!r}, not F, M or {UNKNOWN}"
+        )
     if not isinstance(entry["session"], int):
         raise ValueError(f"manifest entry {utt_id} has a non-integer session: {entry}")
     return {field: entry[field] for field in MANIFEST_FIELDS}

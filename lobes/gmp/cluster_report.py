@@ -22,8 +22,11 @@ def cluster_report(frame_labels_per_utt, utt_emo, utt_gender, n_clusters):
     ---------
     frame_labels_per_utt : dict
         ``{utt_id: int array of frame cluster ids}``.
-    utt_emo, utt_gender : dict
+    utt_emo : dict
         ``{utt_id: label}`` for every utterance of ``frame_labels_per_utt``.
+    utt_gender : dict
+        ``{utt_id: gender}`` for the utterances whose gender is known; the gender figures are
+        over their frames only (None when no gender is known).
     n_clusters : int
         K of this scale (unused clusters count as holding 0 frames).
 
@@ -44,13 +47,13 @@ def cluster_report(frame_labels_per_utt, utt_emo, utt_gender, n_clusters):
     (2, 1.0, 1.0)
     >>> report["frames_per_cluster"]
     {'min': 0, 'median': 1.0, 'max': 3}
+    >>> cluster_report(labels, {"a": "ang", "b": "sad"}, {}, 4)["nmi_gender"] is None
+    True
     """
     missing = [utt_id for utt_id in frame_labels_per_utt if utt_id not in utt_emo]
-    missing += [utt_id for utt_id in frame_labels_per_utt if utt_id not in utt_gender]
     if missing:
         raise ValueError(
-            f"cluster report: no emotion or gender for {len(missing)} utterances "
-            f"(e.g. {missing[:3]})"
+            f"cluster report: no emotion for {len(missing)} utterances (e.g. {missing[:3]})"
         )
     utt_ids = list(frame_labels_per_utt)
     frame_clusters = np.concatenate(
@@ -58,7 +61,9 @@ def cluster_report(frame_labels_per_utt, utt_emo, utt_gender, n_clusters):
     )
     lengths = [len(frame_labels_per_utt[utt_id]) for utt_id in utt_ids]
     frame_emotions = np.repeat([str(utt_emo[utt_id]) for utt_id in utt_ids], lengths)
-    frame_genders = np.repeat([str(utt_gender[utt_id]) for utt_id in utt_ids], lengths)
+    frame_genders = np.repeat([str(utt_gender.get(utt_id, "")) for utt_id in utt_ids], lengths)
+    known = frame_genders != ""
+    gender_clusters, frame_genders = frame_clusters[known], frame_genders[known]
     frames_per_cluster = np.bincount(frame_clusters, minlength=n_clusters)
     return {
         "n_clusters": int(n_clusters),
@@ -70,9 +75,10 @@ def cluster_report(frame_labels_per_utt, utt_emo, utt_gender, n_clusters):
             "max": int(frames_per_cluster.max()),
         },
         "nmi_emotion": float(normalized_mutual_info_score(frame_emotions, frame_clusters)),
-        "nmi_gender": float(normalized_mutual_info_score(frame_genders, frame_clusters)),
+        "nmi_gender": float(normalized_mutual_info_score(frame_genders, gender_clusters))
+        if known.any() else None,
         "purity_emotion": _purity(frame_clusters, frame_emotions),
-        "purity_gender": _purity(frame_clusters, frame_genders),
+        "purity_gender": _purity(gender_clusters, frame_genders) if known.any() else None,
     }
 
 
@@ -88,6 +94,9 @@ def report_to_markdown(reports):
     |---|---|---|---|---|---|---|
     | k2 | 2 | 2 | 2 / 2.5 / 3 | 1.000 | 1.000 | 1.000 |
     """
+    def figure(value):
+        return "-" if value is None else f"{value:.3f}"
+
     lines = [
         "| scale | K | used | frames/cluster min / median / max | NMI emo | NMI gender "
         "| purity emo |",
@@ -98,7 +107,7 @@ def report_to_markdown(reports):
         lines.append(
             f"| {scale_name} | {report['n_clusters']} | {report['clusters_used']} "
             f"| {sizes['min']} / {sizes['median']:g} / {sizes['max']} "
-            f"| {report['nmi_emotion']:.3f} | {report['nmi_gender']:.3f} "
+            f"| {report['nmi_emotion']:.3f} | {figure(report['nmi_gender'])} "
             f"| {report['purity_emotion']:.3f} |"
         )
     return "\n".join(lines)

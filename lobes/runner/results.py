@@ -81,8 +81,10 @@ def collect_results(output_folder, folds, systems, expected, reported=None, over
 
 
 def results_markdown(results, folds):
-    """The results tables as markdown: systems, per fold, settings, figures."""
-    lines = ["| system | WA (%) | UA (%) | folds |", "|---|---|---|---|"]
+    """The results tables as markdown: the split (when named), systems, per fold, settings,
+    figures."""
+    lines = [f"Split: {results['split']}", ""] if results.get("split") else []
+    lines += ["| system | WA (%) | UA (%) | folds |", "|---|---|---|---|"]
     if "reported" in results:
         reported = results["reported"]
         lines.append(f"| {reported['name']} | {100 * reported['WA']:.1f} "
@@ -127,14 +129,19 @@ def learning_curves(output_folder, folds, steps):
     return runs
 
 
-def write_results(output_folder, folds, systems, expected, reported=None, overrides=None):
+def write_results(output_folder, folds, systems, expected, reported=None, overrides=None,
+                  split=None):
     """Write ``results.json``, ``results.md``, and per system the summed confusion matrix
     (``confusion_<system>.png``) and the learning curves (``curves_<system>.png``).
 
+    ``split`` names a published split the folds follow (``lobes.data.corpora.corpus_split_name``,
+    e.g. ``EmoBox iemocap fold 1-5``): recorded as ``split`` and heading the tables.
     Returns the markdown.
     """
     output_folder = Path(output_folder)
     results = collect_results(output_folder, folds, systems, expected, reported, overrides)
+    if split:
+        results["split"] = split
     write_json_atomic(output_folder / "results.json", results)
     markdown = results_markdown(results, folds)
     with atomic_write(output_folder / "results.md") as handle:

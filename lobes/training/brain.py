@@ -20,7 +20,12 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import run_on_main
 
-from lobes.data.datasets import dataio_prepare, eval_loader_options, train_loader_options
+from lobes.data.datasets import (
+    UNKNOWN_GENDER_INDEX,
+    dataio_prepare,
+    eval_loader_options,
+    train_loader_options,
+)
 from lobes.training.checkpoints import export_weights, finish_step
 from lobes.training.metrics import EmotionReport, format_confusion
 from lobes.utils.io import write_json_atomic
@@ -55,6 +60,43 @@ def load_encoder_weights(encoder, path):
             "with another encoder_source?"
         )
     encoder.load_state_dict(state)
+
+
+def gender_loss(logits, genders):
+    """Cross-entropy over the utterances whose gender is known; theirs are the only hits.
+
+    Utterances of an unknown gender (``UNKNOWN_GENDER_INDEX``, from corpora that do not give
+    it) are left out. A batch without any known gender gives a zero loss that still depends on
+    ``logits``, so every parameter keeps a (zero) gradient, as distributed training needs.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, 2]`` gender logits.
+    genders : torch.Tensor
+        ``[batch]`` gender indices, ``UNKNOWN_GENDER_INDEX`` where unknown.
+
+    Returns
+    -------
+    loss, correct, known
+        The mean loss over the known genders, how many of them the argmax gets right, and how
+        many are known.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, 0.0]])
+    >>> loss, correct, known = gender_loss(logits, torch.tensor([0, UNKNOWN_GENDER_INDEX, 1]))
+    >>> round(float(loss), 4), int(correct), int(known)
+    (2.5668, 1, 2)
+    >>> gender_loss(logits, torch.full((3,), UNKNOWN_GENDER_INDEX))[0]
+    tensor(0.)
+    """
+    known = genders != UNKNOWN_GENDER_INDEX
+    n_known = known.sum()
+    if n_known == 0:
+        return logits.sum() * 0.0, n_known, n_known
+    loss = torch.nn.functional.cross_entropy(logits[known], genders[known])
+    return loss, (logits[known].argmax(1) == genders[known]).sum(), n_known
 
 
 class EncoderBrain(sb.Brain):
@@ -101,7 +143,8 @@ class EncoderBrain(sb.Brain):
 
     def stage_stats(self, stage_loss):
         stats = {"loss": stage_loss}
-        stats.update({name: hits / max(total, 1.0) for name, (hits, total) in self.counts.items()})
+        # an accuracy over nothing (gender_acc of a corpus without genders) is left out
+        stats.update({name: hits / total for name, (hits, total) in self.counts.items() if total})
         if self.report.ids:
             metrics = self.report.metrics()
             stats.update(WA=metrics["WA"], UA=metrics["UA"])

@@ -44,6 +44,7 @@ from lobes.gmp.labels import (
 )
 from lobes.runner.recipe import load_recipe, run_main
 from lobes.training.brain import load_encoder_weights
+from lobes.utils.errors import HparamsError
 from lobes.utils.io import atomic_write, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,30 @@ def label_path(gmp_folder, split, layer, k):
     return Path(gmp_folder) / f"{split}_L{layer}_K{k}.km"
 
 
+def check_gender_split(gender_split, manifests):
+    """Refuse per-gender clustering when some utterances have no known gender.
+
+    Example
+    -------
+    >>> check_gender_split(True, {"train": {"u1": {"gender": "F"}}})
+    >>> try:
+    ...     check_gender_split(True, {"train": {"u1": {"gender": "unknown"}}, "test": {}})
+    ... except HparamsError as error:
+    ...     print(str(error)[:60])
+    gmp_gender_split: True clusters each gender apart, but 1 tra
+    """
+    if not gender_split:
+        return
+    unknown = {split: sum(entry["gender"] not in GENDERS for entry in manifest.values())
+               for split, manifest in manifests.items()}
+    if any(unknown.values()):
+        listing = ", ".join(f"{n} {split}" for split, n in unknown.items() if n)
+        raise HparamsError(
+            f"gmp_gender_split: True clusters each gender apart, but {listing} utterances have "
+            "no known gender (the corpus does not give it); set gmp_gender_split: False"
+        )
+
+
 def cluster_scales(hparams, manifests):
     """Fit and label every (layer, K) not finished yet; return the valid-split reports."""
     gmp_folder = Path(hparams["output_folder"])
@@ -211,7 +236,7 @@ def cluster_scales(hparams, manifests):
             valid = manifests["valid"]
             reports[f"L{layer}_K{k}"] = cluster_report(
                 valid_labels, {u: e["emo"] for u, e in valid.items()},
-                {u: e["gender"] for u, e in valid.items()},
+                {u: e["gender"] for u, e in valid.items() if e["gender"] in GENDERS},
                 k * (2 if hparams["gmp_gender_split"] else 1),
             )
     return reports
@@ -232,6 +257,7 @@ def main(argv=None):
                             hparams["bad_audio"])
         for split in SPLITS
     }
+    check_gender_split(hparams["gmp_gender_split"], manifests)
     precision = AMPConfig.from_name(run_opts.get("eval_precision") or "fp32").dtype
     with TorchAutocast(device_type=torch.device(device).type, dtype=precision):
         extract_features(hparams, manifests, device, rank, world_size)

@@ -98,7 +98,8 @@ def parse_args(argv=None):
                         help="which preparation writes the manifests (default: iemocap)")
     parser.add_argument("--prepare_option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the corpus' prepare function, e.g. classes=6")
-    parser.add_argument("--folds", default="1,2,3,4,5", help="test folds, comma separated")
+    parser.add_argument("--folds", help="test folds, comma separated (default: the corpus' "
+                                         "own folds, e.g. EmoBox's; else 1,2,3,4,5)")
     parser.add_argument("--seeds",
                         help="seeds, comma separated: every system's chain runs once per seed "
                              "(default: the seed hparam, 1986)")
@@ -147,7 +148,7 @@ def parse_args(argv=None):
     run.add_argument("--rdzv_endpoint", help="HOST:PORT of the rendezvous (nnodes > 1)")
     args = parser.parse_args(argv)
     try:
-        args.folds = [int(fold) for fold in args.folds.split(",")]
+        args.folds = args.folds and [int(fold) for fold in args.folds.split(",")]
     except ValueError:
         parser.error(f"--folds takes numbers separated by commas, got {args.folds!r}")
     args.systems = args.systems.split(",")
@@ -204,6 +205,10 @@ def plan_study(args):
     systems = {system: system_steps(system, args.single_scale_k) for system in args.systems}
     steps = list({step.folder: step for chain in systems.values() for step in chain}.values())
     recipe.sort_run_overrides(TABLE, overrides)  # no step knows it: stop now
+    from lobes.data.corpora import corpus_folds
+
+    args.corpus_values = {"corpus": "iemocap", **overrides}
+    args.folds = args.folds or corpus_folds(args.corpus_values, TABLE.corpora) or [1, 2, 3, 4, 5]
     cv.prepare_folds(args, overrides, TABLE)
     runs = cv.study_runs(args.folds, args.seeds, common["seed"])
     planned = cv.plan_run(args, overrides, steps, TABLE, runs)
@@ -258,12 +263,14 @@ def main(argv=None):
 
 def write_study_results(args, overrides, runs, planned, chains):
     """Write the results tables of the study's finished, current runs; return the markdown."""
+    from lobes.data.corpora import corpus_split_name
     from lobes.runner.results import write_results
 
     expected = {(entry.fold, entry.step.folder): entry.record["digest"] for entry in planned}
     reported = REPORTED if overrides.get("corpus", "iemocap") == "iemocap" else None
     return write_results(args.output_folder, args.folds, chains, expected, reported,
-                         _plain_overrides(overrides))
+                         _plain_overrides(overrides),
+                         corpus_split_name(args.corpus_values, TABLE.corpora, args.folds))
 
 
 def _plain_overrides(overrides):

@@ -58,5 +58,6 @@ TABLE = StepTable(
         "cremad": RECIPES / "CREMA-D" / "GMP-TL" / "cremad_prepare.py",
         "ravdess": RECIPES / "RAVDESS" / "GMP-TL" / "ravdess_prepare.py",
         "msppodcast": RECIPES / "MSP-Podcast" / "GMP-TL" / "msppodcast_prepare.py",
+        "emobox": RECIPES / "EmoBox" / "GMP-TL" / "emobox_prepare.py",
     },
 )

@@ -2,20 +2,26 @@
 """GMP-TL stage 0: gender-augmented multi-task fine-tuning of HuBERT.
 
 The encoder is fine-tuned with a pooled emotion head and a pooled gender head,
-``loss = CE(emotion) + lambda_gender * CE(gender)``. The selected encoder (best valid UA) is
-exported to ``<output_folder>/encoder.ckpt``: the GMP extraction clusters its features.
+``loss = CE(emotion) + lambda_gender * CE(gender)``, the gender term over the utterances whose
+gender is known (a corpus without genders trains on emotion alone, and the log says so). The
+selected encoder (best valid UA) is exported to ``<output_folder>/encoder.ckpt``: the GMP
+extraction clusters its features.
 
 Usage::
 
     python train_mtl.py hparams/stage0_mtl.yaml --data_folder=PATH/IEMOCAP_full_release
 """
 
+import logging
+
 import speechbrain as sb
-import torch.nn.functional as F
 from steps import TABLE
 
+from lobes.data.datasets import GENDERS, load_manifest
 from lobes.runner.recipe import load_recipe, run_main
-from lobes.training.brain import EncoderBrain
+from lobes.training.brain import EncoderBrain, gender_loss
+
+logger = logging.getLogger(__name__)
 
 
 class MTLBrain(EncoderBrain):
@@ -33,18 +39,26 @@ class MTLBrain(EncoderBrain):
         emotions = batch.emo_encoded.data.reshape(-1)
         genders = batch.gender_encoded.data.reshape(-1)
         emotion_loss = self.hparams.emotion_loss(emotion_logits, emotions)
-        gender_loss = F.cross_entropy(gender_logits, genders)
+        gender_term, gender_hits, known_genders = gender_loss(gender_logits, genders)
         self.count("emotion_acc", (emotion_logits.argmax(1) == emotions).sum(), len(emotions))
-        self.count("gender_acc", (gender_logits.argmax(1) == genders).sum(), len(genders))
+        self.count("gender_acc", gender_hits, known_genders)
         if stage != sb.Stage.TRAIN:
             self.report.append(batch.id, self.hparams.emotion_loss.scores(emotion_logits), emotions)
-        return emotion_loss + self.hparams.lambda_gender * gender_loss
+        return emotion_loss + self.hparams.lambda_gender * gender_term
 
 
 def main(argv=None):
     hparams, run_opts = load_recipe(TABLE, __file__, argv)
     if hparams is None:  # finished earlier with the same settings
         return
+    train = load_manifest(hparams["train_annotation"])
+    n_known = sum(entry["gender"] in GENDERS for entry in train.values())
+    if not n_known:
+        logger.warning("no training utterance has a known gender (the corpus does not give "
+                       "them): stage 0 trains on emotion alone")
+    elif n_known < len(train):
+        logger.info("%d of %d training utterances have a known gender; the gender loss leaves "
+                    "the others out", n_known, len(train))
     MTLBrain.train_and_test(hparams, run_opts)
 
 
