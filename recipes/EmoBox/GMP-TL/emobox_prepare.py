@@ -140,9 +140,9 @@ def _alternating(n_actors):
 
 
 # One rule per dataset whose keys name the speaker or the gender; checked against every key of
-# EmoBox's metadata (commit 08280f2). Datasets not here (aesdd, emns, emozionalmente, m3ed, meld, mer2023,
-# msppodcast, pavoque, resd, and asvpesd, whose keys' actor field disagrees with the actor
-# folders for 968 files) have neither.
+# EmoBox's metadata (commit 08280f2). Datasets not here (aesdd, emns, emozionalmente, m3ed, meld,
+# mer2023, msppodcast, pavoque, resd, and asvpesd, whose keys' actor field disagrees with the
+# actor folders for 968 files) have neither.
 KEY_RULES = {
     "iemocap": KeyRule(r"Ses0(?P<session>[1-5])[FM]_\w+_(?P<g>[FM])\d+",
                        "Ses01F_impro04_F000", "Ses0{session}_{g}", "{g}"),
