@@ -266,7 +266,8 @@ def write_study_results(args, overrides, runs, planned, chains):
     from lobes.data.corpora import corpus_split_name
     from lobes.runner.results import write_results
 
-    expected = {(entry.fold, entry.step.folder): entry.record["digest"] for entry in planned}
+    expected = {(entry.fold, entry.step.folder): entry.record["digest"] for entry in planned
+                if entry.run.seed == entry.run.default_seed}
     reported = REPORTED if overrides.get("corpus", "iemocap") == "iemocap" else None
     return write_results(args.output_folder, args.folds, chains, expected, reported,
                          _plain_overrides(overrides),
