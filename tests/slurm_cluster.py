@@ -26,6 +26,10 @@ def find_cluster():
             os.environ["SLURM_CONF"] = str(conf)
     if shutil.which("sbatch") is None:
         return None, "sbatch is not installed"
+    # Without a configuration file the clients look for a configless cluster in DNS for a minute.
+    conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    if not Path(conf).exists():
+        return None, f"no Slurm configuration at {conf}"
     try:
         return cluster_name(), None
     except SlurmError as error:
