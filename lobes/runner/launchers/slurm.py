@@ -25,8 +25,10 @@ cluster's name (``ClusterName``), and a job recorded on another cluster is never
 of the current cluster.
 """
 
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import os
 import shlex
@@ -272,7 +274,13 @@ def submit_study(jobs, folder, options=None):
     _check_graph(jobs)
     folder = Path(folder)
     cluster = cluster_name()
+    with _locked(folder):
+        return _submit_all(jobs, folder, cluster, options)
+
+
+def _submit_all(jobs, folder, cluster, options):
     record = _read_record(folder)
+    before = dict(record["jobs"])
     known = _states(record["jobs"], cluster)
     ids, states, queued_now = {}, {}, []
     try:
@@ -296,7 +304,10 @@ def submit_study(jobs, folder, options=None):
         if queued_now:
             subprocess.run(["scancel", *[ids[k] for k in queued_now]], capture_output=True)
             for key in queued_now:
-                record["jobs"].pop(key, None)
+                if key in before:
+                    record["jobs"][key] = before[key]
+                else:
+                    record["jobs"].pop(key, None)
             write_json_atomic(folder / RECORD, record)
         raise
     return ids
@@ -361,14 +372,25 @@ def _as_options(options):
     return SlurmOptions(**options)
 
 
+@contextlib.contextmanager
+def _locked(folder):
+    """One submit_study at a time per study folder (two at once would queue jobs twice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{RECORD}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _check_graph(jobs):
     seen = set()
     for job in jobs:
         key = job["key"]
         if key in seen:
             raise SlurmError(f"job {key!r} is given twice: keys must be unique in a study")
-        later = [n for n in job.get("needs", []) if n == key]
-        if later:
+        if key in job.get("needs", []):
             raise SlurmError(f"job {key!r} needs itself")
         seen.add(key)
     order = {job["key"]: i for i, job in enumerate(jobs)}
