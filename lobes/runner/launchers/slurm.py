@@ -278,41 +278,6 @@ def submit_study(jobs, folder, options=None):
         return _submit_all(jobs, folder, cluster, options)
 
 
-def _submit_all(jobs, folder, cluster, options):
-    record = _read_record(folder)
-    before = dict(record["jobs"])
-    known = _states(record["jobs"], cluster)
-    ids, states, queued_now = {}, {}, []
-    try:
-        for job in jobs:
-            key = job["key"]
-            needs = [n for n in job.get("needs", []) if n in states]
-            previous = known.get(key)
-            requeued_need = any(n in queued_now for n in needs)
-            if previous is not None and previous.state in ACTIVE | {"finished"} and not (
-                    requeued_need and previous.state == "queued"):
-                ids[key], states[key] = previous.job_id, previous.state
-                continue
-            if previous is not None and previous.state == "queued":
-                # It waits on a need that is queued again now: it would never start.
-                subprocess.run(["scancel", previous.job_id], capture_output=True)
-            after = [ids[n] for n in needs if states[n] != "finished"]
-            ids[key] = _submit(job, folder, cluster, options, after, record)
-            states[key] = "queued"
-            queued_now.append(key)
-    except SlurmError:
-        if queued_now:
-            subprocess.run(["scancel", *[ids[k] for k in queued_now]], capture_output=True)
-            for key in queued_now:
-                if key in before:
-                    record["jobs"][key] = before[key]
-                else:
-                    record["jobs"].pop(key, None)
-            write_json_atomic(folder / RECORD, record)
-        raise
-    return ids
-
-
 def status(folder):
     """Where each recorded job of ``folder`` stands: ``{key: JobStatus(state, job_id, log)}``.
 
@@ -370,6 +335,41 @@ def _as_options(options):
         raise SlurmError(f"unknown Slurm option(s) {sorted(unknown)}; known: "
                          f"{[f.name for f in dataclasses.fields(SlurmOptions)]}")
     return SlurmOptions(**options)
+
+
+def _submit_all(jobs, folder, cluster, options):
+    record = _read_record(folder)
+    before = dict(record["jobs"])
+    known = _states(record["jobs"], cluster)
+    ids, states, queued_now = {}, {}, []
+    try:
+        for job in jobs:
+            key = job["key"]
+            needs = [n for n in job.get("needs", []) if n in states]
+            previous = known.get(key)
+            requeued_need = any(n in queued_now for n in needs)
+            if previous is not None and previous.state in ACTIVE | {"finished"} and not (
+                    requeued_need and previous.state == "queued"):
+                ids[key], states[key] = previous.job_id, previous.state
+                continue
+            if previous is not None and previous.state == "queued":
+                # It waits on a need that is queued again now: it would never start.
+                subprocess.run(["scancel", previous.job_id], capture_output=True)
+            after = [ids[n] for n in needs if states[n] != "finished"]
+            ids[key] = _submit(job, folder, cluster, options, after, record)
+            states[key] = "queued"
+            queued_now.append(key)
+    except SlurmError:
+        if queued_now:
+            subprocess.run(["scancel", *[ids[k] for k in queued_now]], capture_output=True)
+            for key in queued_now:
+                if key in before:
+                    record["jobs"][key] = before[key]
+                else:
+                    record["jobs"].pop(key, None)
+            write_json_atomic(folder / RECORD, record)
+        raise
+    return ids
 
 
 @contextlib.contextmanager
