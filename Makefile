@@ -22,9 +22,10 @@ $(STAMP): requirements.txt setup.py
 # One thread per process: the tiny models of the tests and the demo run faster single-threaded
 # on a small CPU (measured: a demo fold took ~2 min with 1 thread, over 4 min with 2 under load).
 # The tests run in two worker processes (pytest-xdist), one per core; tests/conftest.py keeps
-# each module, and the modules that share the demo run, on one worker.
+# each module, and the modules that share the demo run, on one worker. -rs says why a test was
+# skipped: the Slurm tests without a reachable cluster (start one with .ci/slurm-up).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n 2 \
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -rs -n 2 \
 		tests lobes recipes benchmarks
 
 lint: $(STAMP)

@@ -22,6 +22,8 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    # The Slurm launcher (lobes.runner.launchers.slurm) queues jobs through submitit.
+    extras_require={"slurm": ["submitit>=1.5"]},
     entry_points={
         "console_scripts": [
             "gmptl-export=lobes.deploy.export:main",
