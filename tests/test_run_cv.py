@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from recipe_helpers import RECIPE_DIR, TINY_ENCODER_HPARAMS, recipe_module, run_cv, tiny_encoder
+from slurm_cluster import slurm_cluster  # noqa: F401 (the fixture)
 
 from lobes.gmp.labels import read_label_file
 
@@ -238,6 +239,7 @@ def parallel_with_a_failed_fold(tmp_path_factory, small_corpus, demo_hubert_dir)
     entries[first]["wav"] = entries[first]["wav"] + ".gone"
     manifest.write_text(json.dumps(entries))
     failed = study()
+    failed.folders = sorted(path.name for path in (output / "fold2").iterdir())
     manifest.write_text(intact)
     resumed = study()
     return output, failed, resumed
@@ -253,7 +255,7 @@ def test_a_failed_job_stops_its_chain_the_others_go_on(parallel_with_a_failed_fo
         assert f"{log}" in failed.stderr and ".gone" in log.read_text()
     for step in ("gmp", "stage1", "stage2"):
         assert f"fold 2 | {step}: not run (needs fold 2 | " in failed.stdout
-        assert not (output / "fold2" / step).exists()
+    assert failed.folders == ["baseline", "prepare", "stage0"]
     assert "run the same command again" in failed.stderr
     for step in FINAL_STEPS:
         assert f"fold 1 | {step}: done" in failed.stdout
@@ -327,3 +329,65 @@ def test_an_unreachable_encoder_ends_the_study_in_one_line(tmp_path, small_corpu
     assert lines[0].startswith("error: ") and "facebook/hubert-large-ll60k" in lines[0]
     assert "--encoder_source" in lines[0]
     assert "Traceback" not in completed.stderr and len(lines) <= 2
+
+
+# ---- the same study queued on the test Slurm cluster (.ci/slurm-up) ----
+
+
+@pytest.fixture(scope="module")
+def slurm_study(slurm_cluster, tmp_path_factory, small_corpus, demo_hubert_dir):  # noqa: F811
+    """The killed-and-resumed study queued on Slurm with ``--no_wait``; then, while it runs,
+    fold 2's stage-1 overrides corrupted and fold 2's baseline cancelled with ``scancel``; the
+    status; the same command waiting (fold 2's stage 1 fails); the same command again."""
+    output = tmp_path_factory.mktemp("slurm") / "out"
+
+    def study(*extra):
+        return run_cv(output, small_corpus, demo_hubert_dir, "--folds", "1,2",
+                      "--systems", "gmp_tl,baseline", "--launcher", "slurm", "--device", "cpu",
+                      *extra, overrides_text=SHORT, check=False)
+
+    queued = study("--no_wait")
+    assert queued.returncode == 0, queued.stderr[-3000:]
+    (output / "fold2" / "stage1" / "run_overrides.yaml").write_text("gmp_scales: [8, 16\n")
+    record = json.loads((output / "slurm_jobs.json").read_text())["jobs"]
+    subprocess.run(["scancel", str(record["fold2/baseline"]["job_id"])], check=True)
+    status = study("--no_wait")
+    failed = study()
+    finished = study()
+    return output, queued, status, failed, finished
+
+
+def test_a_slurm_study_queues_every_job_at_once_and_shows_their_states(slurm_study):
+    output, queued, status, _, _ = slurm_study
+    ids = re.findall(r"^\[.*\] (fold \d \| \w+): queued \(Slurm job (\d+); log (\S+)\)$",
+                     queued.stdout, re.M)
+    assert len(ids) == 10 and "run the same command again" in queued.stdout
+    assert re.search(r"fold 2 \| baseline: cancelled \(Slurm job \d+", status.stdout)
+    # the status call queued nothing new: every other job kept its Slurm job id
+    for label, job_id, _ in ids:
+        if label != "fold 2 | baseline":
+            assert re.search(rf"{re.escape(label)}: \w+ \(Slurm job {job_id};", status.stdout)
+
+
+def test_a_failed_slurm_job_is_reported_with_its_log_and_its_dependents_do_not_run(
+        slurm_study):
+    output, _, _, failed, _ = slurm_study
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    match = re.search(r"fold 2 \| stage1: failed \(Slurm job \d+\); log: (\S+)", failed.stderr)
+    assert match and "gmp_scales" in open(match.group(1)).read()
+    assert re.search(r"fold 2 \| stage2: cancelled", failed.stderr)
+    assert not (output / "fold2" / "stage2" / "train_log.txt").exists()
+    assert "run the same command again" in failed.stderr
+
+
+def test_the_same_command_finishes_the_slurm_study_as_the_local_one(slurm_study,
+                                                                    killed_and_resumed):
+    output, _, _, _, finished = slurm_study
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "all jobs done" in finished.stdout
+    serial = killed_and_resumed[0]
+    for fold in (1, 2):
+        for step in ("stage2", "baseline"):
+            assert (output / f"fold{fold}" / step / "metrics.json").read_bytes() == \
+                (serial / f"fold{fold}" / step / "metrics.json").read_bytes(), (fold, step)
+    assert json.loads((output / "results.json").read_text())["systems"]["gmp_tl"]["folds"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from lobes.runner import cv, recipe
 from lobes.runner.settings import read_record
 from lobes.training.checkpoints import finish_step
+from lobes.utils.io import atomic_write
 
 LOG_FILE = "run.log"
 OVERRIDES_FILE = "run_overrides.yaml"
@@ -83,9 +84,11 @@ def jobs(planned, table, args):
 
 
 def write_overrides(job):
-    """Create the job's folder and write the overrides its command reads."""
+    """Create the job's folder and write the overrides its command reads (atomically: a queued
+    job may start while the runner is run again)."""
     job.folder.mkdir(parents=True, exist_ok=True)
-    (job.folder / OVERRIDES_FILE).write_text(recipe.overrides_text(job.planned.overrides))
+    with atomic_write(job.folder / OVERRIDES_FILE) as handle:
+        handle.write(recipe.overrides_text(job.planned.overrides))
 
 
 def dependents(graph, failed_keys):

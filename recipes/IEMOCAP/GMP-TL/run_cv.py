@@ -211,6 +211,8 @@ def plan_study(args):
     args.folds = args.folds or corpus_folds(args.corpus_values, TABLE.corpora) or [1, 2, 3, 4, 5]
     cv.prepare_folds(args, overrides, TABLE)
     runs = cv.study_runs(args.folds, args.seeds, common["seed"])
+    if args.launcher == "slurm":  # every chain of every run may be running at once
+        args.jobs = len(runs) * len(systems)
     planned = cv.plan_run(args, overrides, steps, TABLE, runs)
     cv.check_changes(planned, args.output_folder, args.rerun_changed, args.plan_only)
     cv.plan_disk(args, planned, TABLE, len(runs))
@@ -235,6 +237,9 @@ def main(argv=None):
                   f"({job.planned.record['digest']})"
                   + (f", after {', '.join(job.needs)}" if job.needs and not job.done else ""))
         return
+    if args.launcher == "slurm":
+        return run_on_slurm(args, graph, lambda: write_study_results(args, overrides, runs,
+                                                                     planned, chains))
     started = time.time()
     to_run = sum(not job.done for job in graph)
     print(f"[{time.strftime('%H:%M:%S')}] {len(graph)} jobs, {to_run} to run, up to "
@@ -258,6 +263,60 @@ def main(argv=None):
                        "command again: finished steps are kept")
     print(f"\nall jobs done in {time.time() - started:.0f} s; results in "
           f"{Path(args.output_folder) / 'results.md'}\n")
+    print(markdown)
+
+
+def run_on_slurm(args, graph, write_results):
+    """Queue the jobs not finished yet on the Slurm cluster (those queued or running already
+    keep their Slurm job), then, unless ``--no_wait``, wait for them and write the results."""
+    from lobes.runner import study
+    from lobes.runner.launchers import slurm
+
+    options = slurm.SlurmOptions(
+        partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
+        cpus_per_job=args.slurm_cpus_per_job, mem_gb=args.slurm_mem_gb,
+        account=args.slurm_account, qos=args.slurm_qos,
+        extra=dict(slurm.parse_slurm_option(option) for option in args.slurm_option),
+        **({"time_min": args.slurm_time_min} if args.slurm_time_min else {}))
+    todo = [job for job in graph if not job.done]
+    labels = {job.key: job.label for job in graph}
+    gpus = 0 if args.device == "cpu" else args.nproc
+    on_cluster = {key for key, state in slurm.status(args.output_folder).items()
+                  if state.state in slurm.ACTIVE | {"finished"}}
+    for job in todo:  # a job queued or running already keeps the overrides it was queued with
+        if job.key not in on_cluster:
+            study.write_overrides(job)
+    ids = slurm.submit_study(
+        [{"key": job.key, "command": job.command, "log_dir": job.folder, "needs": job.needs,
+          "gpus": gpus, "nproc": args.nproc} for job in todo], args.output_folder, options)
+
+    def show(key, state):
+        print(f"[{time.strftime('%H:%M:%S')}] {labels.get(key, key)}: {state.state} (Slurm job "
+              f"{state.job_id}; log {state.log})", flush=True)
+
+    for job in graph:
+        if job.done:
+            print(f"{job.label}: complete, skipped", flush=True)
+    if args.no_wait:
+        states = slurm.status(args.output_folder)
+        for job in todo:
+            show(job.key, states[job.key])
+        print(f"\n{len(todo)} jobs on the cluster; run the same command again to see their "
+              "state, and once all have finished, the results")
+        return
+    final = slurm.wait(args.output_folder, on_change=show)
+    ended = {key: state for key, state in final.items() if key in ids}
+    unfinished = {key: state for key, state in ended.items() if state.state != "finished"}
+    markdown = write_results()
+    if unfinished:
+        from lobes.runner.launchers.local import Failures
+
+        raise Failures("\n".join(
+            f"{labels.get(key, key)}: {state.state} (Slurm job {state.job_id}); log: {state.log}"
+            for key, state in unfinished.items())
+            + "\nfix the cause and run the same command again: finished steps are kept, the "
+              "failed and cancelled jobs are queued again")
+    print(f"\nall jobs done; results in {Path(args.output_folder) / 'results.md'}\n")
     print(markdown)
 
 
@@ -302,7 +361,7 @@ def run(argv=None):
 
 
 # errors whose message says what to do: printed as they are (several lines for several jobs)
-KNOWN_ERRORS = {"DiskSpaceError", "PreparationError", "AudioError", "Failures"}
+KNOWN_ERRORS = {"DiskSpaceError", "PreparationError", "AudioError", "Failures", "SlurmError"}
 
 
 if __name__ == "__main__":
