@@ -7,15 +7,21 @@ both wall times and their ratio, and whether every ``metrics.json`` is byte-iden
 start-up of one step (composing and checking its hparams, preparing nothing, finding it
 finished) as a new process, which imports torch, SpeechBrain and transformers first, against
 the same step run in a process that has them loaded already, as the local launcher's forked
-jobs do; and the runner's own start (``run_cv.py --help``).
+jobs do; and the runner's own start (``run_cv.py --help``). With ``--slurm`` (a cluster that
+``sbatch`` reaches, e.g. the tests' ``.ci/slurm-up``), the same study also runs through
+``--launcher slurm --device cpu``: the time from the command to its first job running (and from
+the end of the planning, the first line saying a job is queued), its wall time against the
+local ``--jobs N`` study, and whether its metrics are byte-identical too.
 
 Usage::
 
     python benchmarks/study_bench.py [--folds 1,2 --systems gmp_tl,baseline --jobs 2
-                                      --utts_per_speaker 8 --epochs 1]
+                                      --utts_per_speaker 8 --epochs 1 --slurm]
 
 The last line is ``ratio=<wall of --jobs N / wall of --jobs 1> identical=<1|0>
-startup_new_process=<s> startup_loaded=<s> runner_help=<s>``.
+startup_new_process=<s> startup_loaded=<s> runner_help=<s>`` (with ``--slurm`` also
+``slurm_first_job=<s> slurm_queue_to_run=<s> slurm_ratio=<wall slurm / wall local>
+slurm_identical=<1|0>``).
 """
 
 import argparse
@@ -34,19 +40,29 @@ from lobes.fixtures.encoders import write_tiny_hubert
 REPO = RECIPE.parents[2]
 
 
-def study(output, corpus, encoder, overrides, folds, systems, jobs):
-    """Run ``run_cv.py``; return its wall time."""
+def study(output, corpus, encoder, overrides, folds, systems, *launch):
+    """Run ``run_cv.py`` with the ``launch`` options; return its wall time and the seconds from
+    its start to the first line saying a job is queued and to the first saying one runs."""
     command = [sys.executable, str(RECIPE / "run_cv.py"), "--data_folder", str(corpus),
                "--output_folder", str(output), "--encoder_source", str(encoder),
                "--overrides", str(REPO / "hparams" / "encoders" / "tiny.yaml"),
                str(RECIPE / "hparams" / "demo.yaml"), str(overrides), "--folds", folds,
-               "--systems", systems, "--jobs", str(jobs)]
+               "--systems", systems, *launch]
     started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True)
+    first = {}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            for state in ("queued", "running"):
+                if f": {state}" in line:
+                    first.setdefault(state, time.perf_counter() - started)
+        errors = process.stderr.read()
     elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise SystemExit(f"the study failed:\n{completed.stdout[-2000:]}{completed.stderr}")
-    return elapsed
+    if process.returncode != 0:
+        raise SystemExit(f"the study failed:\n{''.join(lines)[-2000:]}{errors}")
+    return elapsed, first
 
 
 def metrics_identical(first, second):
@@ -94,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--utts_per_speaker", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--slurm", action="store_true",
+                        help="also run the study on the Slurm cluster that sbatch reaches")
     parser.add_argument("--keep", help="a folder to keep the studies in (default: a temporary "
                                        "one, deleted)")
     args = parser.parse_args(argv)
@@ -109,7 +127,8 @@ def main(argv=None):
     for jobs in (1, args.jobs):
         output = root / f"jobs{jobs}"
         shutil.rmtree(output, ignore_errors=True)
-        walls[jobs] = study(output, corpus, encoder, overrides, args.folds, args.systems, jobs)
+        walls[jobs] = study(output, corpus, encoder, overrides, args.folds, args.systems,
+                            "--jobs", str(jobs))[0]
         print(f"study of folds {args.folds}, systems {args.systems}, --jobs {jobs}: "
               f"{walls[jobs]:.1f} s", flush=True)
     identical = metrics_identical(root / "jobs1", root / f"jobs{args.jobs}")
@@ -123,10 +142,22 @@ def main(argv=None):
     print(f"start-up of a finished step ({step.name}): new process {fresh:.2f} s, with the "
           f"libraries loaded (a forked job) {loaded:.2f} s ({fresh / loaded:.1f}x)")
     print(f"run_cv.py --help: {help_time:.2f} s")
+    slurm = ""
+    if args.slurm:
+        wall, first = study(root / "slurm", corpus, encoder, overrides, args.folds, args.systems,
+                            "--launcher", "slurm", "--device", "cpu")
+        same = metrics_identical(root / "jobs1", root / "slurm")
+        print(f"--launcher slurm: {wall:.1f} s ({wall / walls[args.jobs]:.2f} x the local "
+              f"--jobs {args.jobs} study); first job running {first['running']:.1f} s after "
+              f"the command, {first['running'] - first['queued']:.1f} s after the first was "
+              f"queued; metrics.json byte-identical: {same}")
+        slurm = (f" slurm_first_job={first['running']:.2f} slurm_queue_to_run="
+                 f"{first['running'] - first['queued']:.2f} slurm_ratio="
+                 f"{wall / walls[args.jobs]:.3f} slurm_identical={int(same)}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     print(f"ratio={ratio:.3f} identical={int(identical)} startup_new_process={fresh:.2f} "
-          f"startup_loaded={loaded:.2f} runner_help={help_time:.2f}")
+          f"startup_loaded={loaded:.2f} runner_help={help_time:.2f}{slurm}")
 
 
 if __name__ == "__main__":
