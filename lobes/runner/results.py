@@ -104,7 +104,7 @@ def results_markdown(results, folds):
                 f"| {system} | {fold} | {100 * values['WA']:.1f} | {100 * values['UA']:.1f} |"
             )
     overrides = ", ".join(f"{key}: {value}" for key, value in results["overrides"].items())
-    lines += ["", "Settings: the shipped hparams (recipes/IEMOCAP/GMP-TL/hparams/) with "
+    lines += ["", "Settings: the recipe's shipped hparams with "
               f"{overrides or 'no overrides'}. Every step's settings are in results.json "
               "(`systems.<system>.settings`) and in its folder's settings.json."]
     if results["stale"]:
