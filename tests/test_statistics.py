@@ -168,7 +168,8 @@ def test_paired_comparison_needs_the_same_utterances():
     half = [row for row in rows if row[0] <= 2]
     entry = statistics.compare_on_common_runs(predictions(half), predictions(rows), "b")
     assert (entry["common_runs"], entry["all_runs"], entry["runs"]) == (2, 5, 2)
-    assert "(on the 2 of 5 runs both have)" in statistics.comparison_line("a", entry)
+    assert statistics.comparison_line("a", entry).endswith(
+        "wins 0/2 (2 tied; on the 2 of 5 runs both have)")
 
 
 def test_spreads_over_folds_and_over_seeds_are_apart():
@@ -309,6 +310,8 @@ def test_stale_runs_and_the_one_seed_call(study, tmp_path):
     with_seed = collect_results(output, [(1, DEFAULT_SEED), (2, DEFAULT_SEED)], CHAINS, expected,
                                 default_seed=DEFAULT_SEED, resamples=100)
     assert one_seed == with_seed
+    with pytest.raises(ValueError, match="default_seed"):
+        collect_results(output, runs, CHAINS, expected)
     assert [run["seed"] for run in one_seed["systems"]["baseline"]["runs"]] == [DEFAULT_SEED] * 2
 
 

@@ -91,8 +91,9 @@ def resolve_reference(reference, names):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="gmptl-compare", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="gmptl-compare",
+        description="The statistics tables (intervals over speakers, paired comparisons) of "
+                    "finished run_cv.py output folders, recomputed from their predictions.")
     parser.add_argument("folders", nargs="+", type=Path,
                         help="output folders of run_cv.py (each with its results.json)")
     parser.add_argument("--reference", default="baseline",

@@ -37,8 +37,12 @@ def fold_folder(fold, seed, default_seed):
 
 def _runs(runs, default_seed):
     """``[(fold, seed)]`` from (fold, seed) pairs or plain folds (one run each, default seed)."""
-    return [tuple(run) if isinstance(run, (tuple, list)) else (run, default_seed)
-            for run in runs]
+    pairs = [tuple(run) if isinstance(run, (tuple, list)) else (run, default_seed)
+             for run in runs]
+    if default_seed is None and any(isinstance(run, (tuple, list)) for run in runs):
+        raise ValueError("(fold, seed) runs need default_seed: the seed whose runs are in "
+                         "fold<K> folders")
+    return pairs
 
 
 def _expected_digest(expected, fold, seed, step, default_seed):

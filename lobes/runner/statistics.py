@@ -479,11 +479,11 @@ def comparison_line(name, comparison):
     line = (f"{head}: UA {_points(comparison['UA_difference'], True)} "
             f"{_interval(comparison['ci_speaker'], True)}, {_p_value(comparison['p_value'])}, "
             f"wins {comparison['wins']}/{comparison['runs']}")
-    if comparison["ties"]:
-        line += f" ({comparison['ties']} tied)"
+    notes = [f"{comparison['ties']} tied"] if comparison["ties"] else []
     if comparison["common_runs"] < comparison["all_runs"]:
-        line += f" (on the {comparison['common_runs']} of {comparison['all_runs']} runs both have)"
-    return line
+        notes.append(f"on the {comparison['common_runs']} of {comparison['all_runs']} runs "
+                     "both have")
+    return line + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _mean_std(spread_entry, metric):
@@ -554,9 +554,9 @@ def statistics_markdown(statistics):
         f"intervals: percentile bootstrap, {settings['resamples']} resamples, seed "
         f"{settings['seed']}; \"speakers\" resamples the test speakers with replacement, each "
         "with all its utterances (the interval to read: a speaker's utterances are not "
-        "independent); \"utterances\" resamples utterances one by one (narrower, shown for "
-        "comparison only). Over folds: each fold's mean over its seeds; over seeds: each seed's "
-        "mean over its folds; population std; n in brackets.")]
+        "independent); \"utterances\" resamples utterances one by one, as if they were "
+        "independent (shown for comparison only). Over folds: each fold's mean over its "
+        "seeds; over seeds: each seed's mean over its folds; population std; n in brackets.")]
     classes = list(dict.fromkeys(name for summary in statistics["systems"].values()
                                  for name in summary["pooled"]["recall"]))
     lines += ["", "Recall per class, pooled (%):", "",
