@@ -161,6 +161,21 @@ def _speaker_groups(predictions):
     return speakers, groups
 
 
+def _summed(unit_confusions, indices):
+    """``unit_confusions[indices].sum(axis=-3)`` for indices ``(..., k)`` into ``(units, ...)``
+    confusions, without a copy of a confusion matrix per index: how often each unit is drawn,
+    times the units' confusions."""
+    n_units = len(unit_confusions)
+    rows = indices.reshape(-1, indices.shape[-1])
+    offsets = np.arange(len(rows))[:, None] * n_units
+    counts = np.bincount((rows + offsets).ravel(), minlength=len(rows) * n_units)
+    # float64 for BLAS; the counts are integers, so the sums are exact whatever the order of
+    # summation (and the tables bit-identical on any machine)
+    flat = unit_confusions.reshape(n_units, -1).astype(np.float64)
+    summed = counts.reshape(len(rows), n_units).astype(np.float64) @ flat
+    return summed.reshape(*indices.shape[:-1], *unit_confusions.shape[1:])
+
+
 def _bootstrap(unit_confusions, metric_rows, resamples, seed, confidence):
     """Percentile bootstrap of metrics of sums of ``unit_confusions`` ``(units, ...)``.
 
@@ -171,17 +186,8 @@ def _bootstrap(unit_confusions, metric_rows, resamples, seed, confidence):
     if n_units < 2:
         return None
 
-    flat = unit_confusions.reshape(n_units, -1).astype(np.float64)  # BLAS, not int loops
-
     def statistic(indices, axis=-1):
-        # how often each unit is drawn, then the weighted sum of the units' confusions: the
-        # sum without copying a confusion matrix per draw
-        rows = indices.reshape(-1, n_units)
-        offsets = np.arange(len(rows))[:, None] * n_units
-        counts = np.bincount((rows + offsets).ravel(), minlength=rows.size)
-        summed = (counts.reshape(len(rows), n_units).astype(np.float64) @ flat).reshape(
-            *indices.shape[:-1], *unit_confusions.shape[1:])
-        return metric_rows(summed)
+        return metric_rows(_summed(unit_confusions, indices))
 
     result = stats.bootstrap(
         (np.arange(n_units),), statistic, vectorized=True, n_resamples=resamples,
@@ -364,7 +370,7 @@ def paired_comparison(system, reference, resamples=RESAMPLES, seed=SEED, confide
         return confusion_metrics(confusions_a)[1] - confusion_metrics(confusions_b)[1]
 
     def swapped(indices_a, indices_b, axis=-1):
-        return ua_difference(stacked[indices_a].sum(axis=-3), stacked[indices_b].sum(axis=-3))
+        return ua_difference(_summed(stacked, indices_a), _summed(stacked, indices_b))
 
     observed = float(ua_difference(stacked[:n_speakers].sum(axis=0),
                                    stacked[n_speakers:].sum(axis=0)))
@@ -375,7 +381,8 @@ def paired_comparison(system, reference, resamples=RESAMPLES, seed=SEED, confide
     speakers = np.arange(n_speakers)
     test = stats.permutation_test(
         (speakers, speakers + n_speakers), swapped, permutation_type="samples", vectorized=True,
-        n_resamples=resamples, alternative="two-sided", rng=np.random.default_rng(seed),
+        n_resamples=resamples, batch=max(1, _DRAWS_PER_BATCH // len(stacked)),
+        alternative="two-sided", rng=np.random.default_rng(seed),
     )
     exact = 2 ** n_speakers <= resamples
     runs_a, runs_b = run_metrics(system), run_metrics(reference)
