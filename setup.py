@@ -18,6 +18,7 @@ setup(
         "faiss-cpu",
         "hyperpyyaml",
         "numpy",
+        "scipy",
         "soundfile",
         "matplotlib",
         "tqdm",
@@ -28,6 +29,7 @@ setup(
         "console_scripts": [
             "gmptl-export=lobes.deploy.export:main",
             "gmptl-classify=lobes.deploy.classify_cli:main",
+            "gmptl-compare=lobes.runner.compare_cli:main",
         ],
     },
 )

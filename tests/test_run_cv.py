@@ -120,6 +120,13 @@ def test_two_fold_results_files_match_the_runs(killed_and_resumed):
            f"| {100 * gmp_tl['mean']['UA']:.1f} ± {100 * gmp_tl['std']['UA']:.1f} |")
     assert row in markdown
     assert re.search(r"^\| baseline \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \|", markdown, re.M)
+    # the statistics: every fold's predictions.csv, with the speakers of its test manifest
+    assert gmp_tl["n_utterances"] == sum(map(sum, gmp_tl["confusion"]))
+    assert gmp_tl["n_speakers"] == 4 and results["comparisons"]["gmp_tl"]["runs"] == 2
+    assert gmp_tl["pooled"]["WA"] == pytest.approx(
+        np.trace(gmp_tl["confusion"]) / gmp_tl["n_utterances"])
+    assert re.search(r"^- gmp_tl vs baseline: UA [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\], "
+                     r"p = [01]\.\d{3}, wins [012]/2", markdown, re.M)
     for fold in (1, 2):
         for step in ("prepare", "stage0", "gmp", "stage1", "stage2", "baseline"):
             assert (output / f"fold{fold}" / step).is_dir()

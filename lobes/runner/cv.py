@@ -19,6 +19,7 @@ from lobes.data.audio import AudioError
 from lobes.data.corpora import prepare_fold
 from lobes.data.manifests import PreparationError
 from lobes.runner import disk, recipe
+from lobes.runner.results import fold_folder
 from lobes.runner.settings import differences, read_record
 
 
@@ -51,8 +52,7 @@ class Run:
 
     @property
     def name(self):
-        return f"fold{self.fold}" + ("" if self.seed == self.default_seed else
-                                     f"_seed{self.seed}")
+        return fold_folder(self.fold, self.seed, self.default_seed)
 
     @property
     def label(self):

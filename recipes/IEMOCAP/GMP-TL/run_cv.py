@@ -161,6 +161,8 @@ def parse_args(argv=None):
         parser.error(f"--seeds takes numbers separated by commas, got {args.seeds!r}")
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds {args.seeds} repeats a seed")
+    if args.reference not in args.systems and args.reference != "baseline":
+        parser.error(f"--reference {args.reference} is not among --systems {args.systems}")
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs takes a number of at least 1")
     if args.nnodes > 1 and not args.rdzv_endpoint:
@@ -325,12 +327,13 @@ def write_study_results(args, overrides, runs, planned, chains):
     from lobes.data.corpora import corpus_split_name
     from lobes.runner.results import write_results
 
-    expected = {(entry.fold, entry.step.folder): entry.record["digest"] for entry in planned
-                if entry.run.seed == entry.run.default_seed}
+    expected = {(entry.run.fold, entry.run.seed, entry.step.folder): entry.record["digest"]
+                for entry in planned}
     reported = REPORTED if overrides.get("corpus", "iemocap") == "iemocap" else None
-    return write_results(args.output_folder, args.folds, chains, expected, reported,
-                         _plain_overrides(overrides),
-                         corpus_split_name(args.corpus_values, TABLE.corpora, args.folds))
+    return write_results(args.output_folder, [(run.fold, run.seed) for run in runs], chains,
+                         expected, reported, _plain_overrides(overrides),
+                         default_seed=runs[0].default_seed, reference=args.reference,
+                         split=corpus_split_name(args.corpus_values, TABLE.corpora, args.folds))
 
 
 def _plain_overrides(overrides):
@@ -361,7 +364,8 @@ def run(argv=None):
 
 
 # errors whose message says what to do: printed as they are (several lines for several jobs)
-KNOWN_ERRORS = {"DiskSpaceError", "PreparationError", "AudioError", "Failures", "SlurmError"}
+KNOWN_ERRORS = {"DiskSpaceError", "PreparationError", "AudioError", "Failures", "SlurmError",
+                "ResultsError"}
 
 
 if __name__ == "__main__":
