@@ -247,6 +247,7 @@ def parallel_with_a_failed_fold(tmp_path_factory, small_corpus, demo_hubert_dir)
     manifest.write_text(json.dumps(entries))
     failed = study()
     failed.folders = sorted(path.name for path in (output / "fold2").iterdir())
+    failed.results = json.loads((output / "results.json").read_text())
     manifest.write_text(intact)
     resumed = study()
     return output, failed, resumed
@@ -267,8 +268,7 @@ def test_a_failed_job_stops_its_chain_the_others_go_on(parallel_with_a_failed_fo
     for step in FINAL_STEPS:
         assert f"fold 1 | {step}: done" in failed.stdout
     # the finished fold is in the results already
-    assert set(json.loads((output / "results.json").read_text())["systems"]["gmp_tl"]
-               ["folds"]) == {"1"}
+    assert set(failed.results["systems"]["gmp_tl"]["folds"]) == {"1"}
 
 
 def test_the_same_command_resumes_and_parallel_equals_serial(parallel_with_a_failed_fold,
