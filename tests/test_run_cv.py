@@ -360,6 +360,7 @@ def slurm_study(slurm_cluster, tmp_path_factory, small_corpus, demo_hubert_dir):
     subprocess.run(["scancel", str(record["fold2/baseline"]["job_id"])], check=True)
     status = study("--no_wait")
     failed = study()
+    failed.stage2_trained = (output / "fold2" / "stage2" / "train_log.txt").exists()
     finished = study()
     return output, queued, status, failed, finished
 
@@ -369,7 +370,8 @@ def test_a_slurm_study_queues_every_job_at_once_and_shows_their_states(slurm_stu
     ids = re.findall(r"^\[.*\] (fold \d \| \w+): queued \(Slurm job (\d+); log (\S+)\)$",
                      queued.stdout, re.M)
     assert len(ids) == 10 and "run the same command again" in queued.stdout
-    assert re.search(r"fold 2 \| baseline: cancelled \(Slurm job \d+", status.stdout)
+    assert re.search(r"fold 2 \| baseline: cancelled \(Slurm job \d+; log \S+\), queued again "
+                     r"as Slurm job \d+", status.stdout)
     # the status call queued nothing new: every other job kept its Slurm job id
     for label, job_id, _ in ids:
         if label != "fold 2 | baseline":
@@ -383,7 +385,7 @@ def test_a_failed_slurm_job_is_reported_with_its_log_and_its_dependents_do_not_r
     match = re.search(r"fold 2 \| stage1: failed \(Slurm job \d+\); log: (\S+)", failed.stderr)
     assert match and "gmp_scales" in open(match.group(1)).read()
     assert re.search(r"fold 2 \| stage2: cancelled", failed.stderr)
-    assert not (output / "fold2" / "stage2" / "train_log.txt").exists()
+    assert not failed.stage2_trained
     assert "run the same command again" in failed.stderr
 
 

@@ -283,7 +283,8 @@ def run_on_slurm(args, graph, write_results):
     todo = [job for job in graph if not job.done]
     labels = {job.key: job.label for job in graph}
     gpus = 0 if args.device == "cpu" else args.nproc
-    on_cluster = {key for key, state in slurm.status(args.output_folder).items()
+    before = slurm.status(args.output_folder)
+    on_cluster = {key for key, state in before.items()
                   if state.state in slurm.ACTIVE | {"finished"}}
     for job in todo:  # a job queued or running already keeps the overrides it was queued with
         if job.key not in on_cluster:
@@ -299,6 +300,10 @@ def run_on_slurm(args, graph, write_results):
     for job in graph:
         if job.done:
             print(f"{job.label}: complete, skipped", flush=True)
+        elif job.key in before and before[job.key].job_id != ids.get(job.key):
+            old = before[job.key]
+            print(f"{job.label}: {old.state} (Slurm job {old.job_id}; log {old.log}), queued "
+                  f"again as Slurm job {ids[job.key]}", flush=True)
     if args.no_wait:
         states = slurm.status(args.output_folder)
         for job in todo:
