@@ -15,7 +15,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.dataio.sampler import DynamicBatchSampler, ReproducibleRandomSampler
 
 from lobes.data.audio import AudioError, audio_info, read_audio
 from lobes.data.manifests import UNKNOWN, PreparationError
@@ -364,10 +364,27 @@ def train_loader_options(hparams, train_set):
 
     With ``dynamic_batching: True`` (our default), SpeechBrain's ``DynamicBatchSampler`` groups
     utterances of similar duration into batches of at most ``max_batch_length`` seconds of
-    audio, so little of each batch is padding; batches come in random order each epoch.
+    audio, so little of each batch is padding; batches come in random order each epoch. Either
+    sampler draws from the ``seed`` hparam (SpeechBrain's own defaults would give every seed of
+    a study the same batch order).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.dataset import DynamicItemDataset
+    >>> dataset = DynamicItemDataset({f"u{index}": {"duration": 1.0 + index % 3}
+    ...                               for index in range(12)})
+    >>> hparams = {"dynamic_batching": True, "max_batch_length": 4.0, "num_buckets": 2,
+    ...            "seed": 7, "num_workers": 0}
+    >>> first = list(train_loader_options(hparams, dataset)["batch_sampler"])
+    >>> first == list(train_loader_options(hparams, dataset)["batch_sampler"])
+    True
+    >>> first == list(train_loader_options({**hparams, "seed": 8}, dataset)["batch_sampler"])
+    False
     """
     if not hparams.get("dynamic_batching", False):
-        return {"batch_size": hparams["batch_size"], "shuffle": True, **worker_options(hparams)}
+        sampler = ReproducibleRandomSampler(train_set, seed=hparams["seed"])
+        return {"batch_size": hparams["batch_size"], "sampler": sampler,
+                **worker_options(hparams)}
     sampler = DynamicBatchSampler(
         train_set,
         max_batch_length=hparams["max_batch_length"],
@@ -376,6 +393,7 @@ def train_loader_options(hparams, train_set):
         shuffle=True,
         batch_ordering="random",
         max_batch_ex=hparams.get("max_batch_size"),
+        seed=hparams["seed"],
     )
     return {"batch_sampler": sampler, **worker_options(hparams)}
 

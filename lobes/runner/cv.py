@@ -89,10 +89,10 @@ def step_overrides(step, fold_dir, fold_values):
     return values
 
 
-def prepare_folds(args, overrides, table):
-    """Prepare every fold before any training; all folds' problems in one error."""
+def prepare_folds(args, overrides, table, default_seed):
+    """Prepare every fold before any training (its manifests serve every seed); all folds'
+    problems in one error."""
     text = recipe.hp.compose(table.hparams_folder / table.common)
-    default_seed = recipe.resolve_values(text, {**overrides, "output_folder": "unused"})["seed"]
     problems = []
     for fold in args.folds:
         run = Run(fold, default_seed, default_seed)

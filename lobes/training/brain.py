@@ -212,7 +212,7 @@ class EncoderBrain(sb.Brain):
         # SpeechBrain calls set_epoch only on samplers it made itself; without it the dynamic
         # batches' order would depend on how many epochs this process has run, and a resumed
         # run would not repeat the uninterrupted one
-        self.train_sampler = train_options.get("batch_sampler")
+        self.train_sampler = train_options.get("batch_sampler", train_options.get("sampler"))
         self.fit(
             self.hparams.epoch_counter,
             datasets["train"],

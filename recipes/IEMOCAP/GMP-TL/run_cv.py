@@ -211,7 +211,7 @@ def plan_study(args):
 
     args.corpus_values = {"corpus": "iemocap", **overrides}
     args.folds = args.folds or corpus_folds(args.corpus_values, TABLE.corpora) or [1, 2, 3, 4, 5]
-    cv.prepare_folds(args, overrides, TABLE)
+    cv.prepare_folds(args, overrides, TABLE, common["seed"])
     runs = cv.study_runs(args.folds, args.seeds, common["seed"])
     if args.launcher == "slurm":  # every chain of every run may be running at once
         args.jobs = len(runs) * len(systems)
@@ -298,7 +298,9 @@ def run_on_slurm(args, graph, write_results):
               f"{state.job_id}; log {state.log})", flush=True)
 
     for job in graph:
-        if job.done:
+        if job.done and job.key in before:
+            show(job.key, before[job.key])
+        elif job.done:
             print(f"{job.label}: complete, skipped", flush=True)
         elif job.key in before and before[job.key].job_id != ids.get(job.key):
             old = before[job.key]
