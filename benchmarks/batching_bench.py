@@ -37,7 +37,7 @@ import tempfile
 
 import numpy as np
 import torch
-from bench_utils import RECIPE, demo_manifests
+from bench_utils import RECIPE, default_seed, demo_manifests
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
 
@@ -116,7 +116,7 @@ def dynamic_batches(durations, max_batch_length, num_buckets, epochs):
     """Our batching: the sampler built by ``lobes.data.datasets.train_loader_options``."""
     hparams = {
         "dynamic_batching": True, "max_batch_length": max_batch_length,
-        "num_buckets": int(num_buckets), "batch_size": 4,
+        "num_buckets": int(num_buckets), "batch_size": 4, "seed": default_seed(),
     }
     sampler = train_loader_options(hparams, duration_dataset(durations))["batch_sampler"]
     return epochs_of_sampler(sampler, epochs), sampler

@@ -57,6 +57,14 @@ def write_hubert(out_dir, size="base", seed=0):
     return write_encoder(config, TINY_FEATURE_EXTRACTOR, out_dir, seed)
 
 
+def default_seed():
+    """The recipe's ``seed`` (``hparams/common.yaml``): the batches its steps train on."""
+    from lobes.runner import hparams as hp
+
+    table = recipe_module("steps").TABLE
+    return int(hp.raw_values(hp.compose(table.hparams_folder / table.common))["seed"])
+
+
 def recipe_module(name):
     """Import ``recipes/IEMOCAP/GMP-TL/<name>.py`` as a module (the recipe is no package)."""
     from lobes.fixtures.recipe_modules import recipe_module as import_script

@@ -8,7 +8,7 @@ IEMOCAP-like duration set batched by the recipe's own sampler (docs/reference.md
 
 import numpy as np
 from batching_bench import duration_dataset, iemocap_like_durations
-from bench_utils import REPO, recipe_module
+from bench_utils import REPO, default_seed, recipe_module
 
 TABLE = recipe_module("steps").TABLE  # the recipe's table of steps
 # {training step: its hparams file}: stage0, stage1, stage2, baseline
@@ -110,7 +110,7 @@ def train_batches(durations, max_batch_length, num_buckets, epoch=0):
     from lobes.data.datasets import train_loader_options
 
     hparams = {"dynamic_batching": True, "max_batch_length": max_batch_length,
-               "num_buckets": int(num_buckets), "batch_size": 4}
+               "num_buckets": int(num_buckets), "batch_size": 4, "seed": default_seed()}
     sampler = train_loader_options(hparams, duration_dataset(durations))["batch_sampler"]
     sampler.set_epoch(epoch)
     return [[int(index) for index in batch] for batch in sampler]

@@ -533,7 +533,7 @@ def test_runner_default_folds_follow_emobox(ravdess_root, demo_hubert_dir, tmp_p
     out = capsys.readouterr().out
     assert "fold 1 | baseline: to run" in out and "fold 2 | baseline: to run" in out
     assert "fold 3" not in out
-    with pytest.raises(SystemExit, match=r"no dataset 'ravdes' \(did you mean 'ravdess'"):
+    with pytest.raises(PreparationError, match=r"no dataset 'ravdes' \(did you mean 'ravdess'"):
         recipe_module("run_cv").main([*common, "--output_folder", str(tmp_path / "out2"),
                                       "--prepare_option", "dataset=ravdes"])
 

@@ -367,7 +367,7 @@ def slurm_study(slurm_cluster, tmp_path_factory, small_corpus, demo_hubert_dir):
 
 def test_a_slurm_study_queues_every_job_at_once_and_shows_their_states(slurm_study):
     output, queued, status, _, _ = slurm_study
-    ids = re.findall(r"^\[.*\] (fold \d \| \w+): queued \(Slurm job (\d+); log (\S+)\)$",
+    ids = re.findall(r"^\[.*\] (fold \d \| \w+): \w+ \(Slurm job (\d+); log (\S+)\)$",
                      queued.stdout, re.M)
     assert len(ids) == 10 and "run the same command again" in queued.stdout
     assert re.search(r"fold 2 \| baseline: cancelled \(Slurm job \d+; log \S+\), queued again "

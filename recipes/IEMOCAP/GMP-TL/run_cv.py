@@ -226,6 +226,8 @@ def plan_study(args):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s - %(message)s")
+    # SpeechBrain warns at import which torchaudio backend it found: nothing a study's user acts on
+    logging.getLogger("speechbrain.utils.torch_audio_backend").setLevel(logging.ERROR)
     if args.launcher == "local":
         from lobes.runner.launchers.local import Slots, available_cores, visible_gpus
 
