@@ -22,10 +22,17 @@ setup(
         "matplotlib",
         "tqdm",
     ],
+    extras_require={
+        # gmptl-export --onnx and gmptl-classify --backend onnx (onnxruntime alone runs a model)
+        "onnx": ["onnx", "onnxruntime"],
+        # gmptl-app, the local browser page
+        "app": ["gradio"],
+    },
     entry_points={
         "console_scripts": [
             "gmptl-export=lobes.deploy.export:main",
             "gmptl-classify=lobes.deploy.classify_cli:main",
+            "gmptl-app=lobes.deploy.app:main",
         ],
     },
 )
