@@ -43,8 +43,8 @@ def track_table(waveform, prediction, classes):
     Example
     -------
     >>> from lobes.deploy.predictions import EmotionPrediction
-    >>> table = track_table(np.ones(720, np.float32),
-    ...                     EmotionPrediction("a", np.array([0.5, 0.5]), np.zeros((2, 2))), ["a", "b"])
+    >>> prediction = EmotionPrediction("a", np.array([0.5, 0.5]), np.zeros((2, 2)))
+    >>> table = track_table(np.ones(720, np.float32), prediction, ["a", "b"])
     >>> sorted(set(table["series"])), len(table)
     (['a', 'b', 'loudness (peak per frame, scaled)'], 6)
     """
