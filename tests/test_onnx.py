@@ -94,6 +94,27 @@ def test_the_check_names_a_graph_that_disagrees(onnx_models, tmp_path):
                          OnnxEmotionRecognizer(other))
 
 
+def test_the_check_stops_a_graph_whose_group_norm_sees_the_padding(tmp_path, monkeypatch):
+    """Without the per-utterance mask, a group-norm front end (hubert_base) normalises padded
+    utterances over their padding too: the export's own check must refuse that graph."""
+    from lobes.deploy import onnx_export
+
+    def batched_front_end(feature_encoder, encoder, input_values):
+        hidden = input_values[:, None]
+        for layer in feature_encoder.conv_layers:
+            hidden = layer(hidden)
+        return hidden
+
+    monkeypatch.setattr(onnx_export, "_masked_group_norm_front_end", batched_front_end)
+    folder = write_model_folder(tmp_path / "model", shrunk("hubert_base", tmp_path / "enc"),
+                                CLASSES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(OnnxCheckError, match=r"generated clip of \d+ samples: "):
+            export_onnx(folder)
+    assert not (Path(folder) / "model.onnx").exists()
+
+
 def write_inputs(folder):
     """A 44.1 kHz stereo clip, a 16 kHz one, a corrupt file and a too short one."""
     folder.mkdir()

@@ -7,9 +7,9 @@ Usage::
 
 A folder is searched recursively for ``*.wav`` and ``*.flac`` files, which are classified in
 batches of similar duration with a progress bar. Every file goes through the project's audio
-loader (``lobes.data.audio.read_audio``: any sample rate, stereo mixed down). A file that cannot be
-used (missing, corrupt, empty, shorter than 25 ms) is reported by name on stderr and skipped; the
-others are still classified, and the exit status is 1 when any file failed.
+loader (``lobes.data.audio.read_waveform``: any sample rate, stereo mixed down). A file that
+cannot be used (missing, corrupt, empty, shorter than 25 ms) is reported by name on stderr and
+skipped; the others are still classified, and the exit status is 1 when any file failed.
 
 ``--backend onnx`` runs the folder's ``model.onnx`` (``gmptl-export --onnx``) with onnxruntime:
 that path never imports torch (``lobes.deploy.onnx_runtime``); reading, refusing and printing are
