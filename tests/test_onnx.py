@@ -67,12 +67,15 @@ def test_onnxruntime_agrees_with_torch_for_every_encoder_family(onnx_models, nam
     assert report["max_probability_difference"] <= TOLERANCE
     card = (folder / "README.md").read_text()
     assert f"opset {OPSET}" in card and EXPORTER in card
-    # clips the export's check did not see: another batch size, other lengths, silence
+    # clips the export's check did not see: another batch size, other lengths, silence, and
+    # with 1 s chunks one long clip chunked while the short ones are batched
     rng = np.random.default_rng(7)
     waveforms = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (401, 5000, 31111)]
     waveforms.append(np.zeros(7000, np.float32))
-    ours = OnnxEmotionRecognizer(folder, threads=1).classify_waveforms(waveforms)
-    theirs = EmotionRecognizer.from_hparams(source=str(folder)).classify_waveforms(waveforms)
+    ours = OnnxEmotionRecognizer(folder, threads=1, chunk_seconds=1.0).classify_waveforms(
+        waveforms)
+    theirs = EmotionRecognizer.from_hparams(
+        source=str(folder), overrides={"chunk_seconds": 1.0}).classify_waveforms(waveforms)
     for got, expected in zip(ours, theirs, strict=True):
         assert got.frame_scores.shape == tuple(expected.frame_scores.shape)
         np.testing.assert_allclose(got.probabilities, expected.probabilities.numpy(),
