@@ -189,3 +189,25 @@ def test_refused_file_shows_the_command_lines_message(browser_page, tmp_path, ki
         read_clip(served_path)
     assert status == f"Refused: {refused.value}"
     page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+
+
+def test_the_page_shows_the_same_result_with_either_backend(model_folder, tmp_path):
+    """What the page shows, computed without a browser: torch and onnxruntime agree, and the
+    JSON record is the command line's (``gmptl-classify --json --frames``)."""
+    from lobes.deploy.app import classify_upload
+    from lobes.deploy.classify_cli import load_recognizer
+    from lobes.deploy.predictions import result_record
+
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, 0.1 * np.random.default_rng(3).standard_normal((30000, 2)), 22050)
+    shown = {backend: classify_upload(load_recognizer(model_folder, backend), str(clip), tmp_path)
+             for backend in ("torch", "onnx")}
+    (status, probabilities, track, record_path), onnx_shown = shown["torch"], shown["onnx"]
+    assert status == onnx_shown[0] and "Predicted emotion" in status
+    assert probabilities == pytest.approx(onnx_shown[1], abs=1e-4)
+    assert track["x_lim"] == [0.0, round(len(read_clip(clip)) / 16000, 3)]
+    assert set(track["value"]["series"]) >= set(CLASSES)
+    onnx = OnnxEmotionRecognizer(model_folder)
+    expected = result_record(clip.name, onnx.classify_file(clip), onnx.classes, with_frames=True)
+    assert json.loads(Path(onnx_shown[3]).read_text()) == expected
+    assert json.loads(Path(record_path).read_text())["label"] == expected["label"]
