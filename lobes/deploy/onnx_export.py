@@ -201,15 +201,15 @@ def _model_card_section(report):
 ## ONNX
 
 `model.onnx` (waveform and lengths in; class probabilities, the frame-level emotion track, frame
-counts and the pooled frames out; dynamic batch and length) and `head.onnx` (pooling and head,
-used for audio longer than `chunk_seconds`) were exported on {report["date"]} by
-{report["exporter"]}, opset {report["opset"]} (torch {report["torch"]}, onnx {report["onnx"]};
-checked with onnxruntime {report["onnxruntime"]}). Run without torch:
+counts and the encoder's frames out; dynamic batch and length) and `head.onnx` (pooling and head
+alone, for audio longer than `chunk_seconds`, encoded in chunks) were exported on
+{report["date"]} by {report["exporter"]}, opset {report["opset"]} (torch {report["torch"]},
+onnx {report["onnx"]}; checked with onnxruntime {report["onnxruntime"]}). Run without torch:
 
     gmptl-classify THIS_FOLDER speech.wav --backend onnx
 
-Export check (onnxruntime against torch on {report["n_utterances"]} generated clips of
-different lengths, one encoded in chunks): largest difference of the class probabilities
+Export check, onnxruntime against torch on {report["n_utterances"]} generated clips of different
+lengths (one encoded in chunks): largest difference of the class probabilities
 {report["max_probability_difference"]:.1e}, of the frame probabilities
 {report["max_frame_probability_difference"]:.1e} (bound {TOLERANCE:g}); labels equal.
 """
