@@ -105,8 +105,12 @@ def app_url(model_folder, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser_page(app_url, tmp_path_factory):
-    executable = chromium_path()
+def chromium():
+    return chromium_path()
+
+
+@pytest.fixture(scope="module")
+def browser_page(chromium, app_url, tmp_path_factory):
     try:
         from playwright import sync_api
     except ImportError:
@@ -114,7 +118,7 @@ def browser_page(app_url, tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium_profile")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=executable, args=CHROMIUM_ARGS, headless=True,
+            str(profile), executable_path=chromium, args=CHROMIUM_ARGS, headless=True,
             viewport={"width": 1100, "height": 1150}, accept_downloads=True,
         )
         page = context.new_page()
