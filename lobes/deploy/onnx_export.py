@@ -3,11 +3,14 @@
 The graphs (described in ``lobes.deploy.onnx_runtime``) are traced from the folder's own
 ``EmotionRecognizer`` by ``torch.onnx.export`` with the TorchScript-based exporter
 (``dynamo=False``) at opset ``OPSET``, with dynamic batch and length. Our choice: the
-torch.export-based exporter (``dynamo=True``) stops on the encoder lobe's data-dependent checks
-(a clip shorter than one frame, HF's mask handling), while the traced graphs reproduce every
-encoder family of ``hparams/encoders/`` (HuBERT, WavLM with its relative position bias,
-wav2vec 2.0; group-norm and layer-norm front ends; stable layer norm) at any batch and length,
-which the check below verifies on each export.
+torch.export-based exporter (``dynamo=True``, torch 2.9) stops on the encoder lobe's
+data-dependent check (a clip shorter than one frame) and, with that check removed, still
+refuses dynamic shapes: the model's Python branches make it guard on a batch of more than one
+clip and on clips of at least 720 samples (two frames), so one graph could not serve a single
+clip or a one-frame clip. The traced graphs reproduce every encoder family of
+``hparams/encoders/`` (HuBERT, WavLM with its relative position bias, wav2vec 2.0; group-norm
+and layer-norm front ends; stable layer norm) at any batch and length, a single clip and a
+one-frame clip included, which the check below verifies on each export.
 
 Two things the lobe does in Python are written as tensor operations for the trace:
 
