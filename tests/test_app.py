@@ -4,7 +4,8 @@ The app runs as a user starts it (``python -m lobes.deploy.app MODEL --backend o
 process, offline) on a tiny random-weight model exported to ONNX. The browser uploads a generated
 wav and must show the label that ``OnnxEmotionRecognizer`` gives for that file, draw the track
 (one line per class and the loudness), and offer the JSON record for download; a corrupt file and
-a too short one must show the command line's own refusal. A screenshot of the result is saved in
+a too short one must show the command line's own refusal; a clip recorded from Chromium's test
+microphone is classified. A screenshot of the result is saved in
 the test's output folder (``app.png``).
 
 Without Chromium the tests skip, saying how to get it (``bash .ci/browser-up``); under CI
@@ -36,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["neu", "hap", "ang", "sad"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+                 "--disable-sync",
+                 # Chromium's own test microphone (a beep), granted without a prompt
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 TIMEOUT_MS = 60000
 
 
@@ -120,6 +123,7 @@ def browser_page(chromium, app_url, tmp_path_factory):
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=chromium, args=CHROMIUM_ARGS, headless=True,
             viewport={"width": 1100, "height": 1150}, accept_downloads=True,
+            permissions=["microphone"],
         )
         page = context.new_page()
         outside = []
@@ -139,6 +143,7 @@ def upload(page, path, wait_for):
         clear.first.click()
         page.wait_for_function("!document.querySelector('#status').innerText.includes('(')",
                                timeout=TIMEOUT_MS)
+    page.locator("#clip button[aria-label='Upload file']").click()  # after a recording
     page.set_input_files("#clip input[type=file]", str(path))
     page.wait_for_function(
         f"document.querySelector('#status').innerText.includes({json.dumps(wait_for)})",
@@ -174,6 +179,24 @@ def test_upload_shows_label_probabilities_track_and_json(browser_page, model_fol
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     assert (tmp_path / "app.png").stat().st_size > 10000
     assert outside == []  # offline: nothing requested beyond the app itself
+
+
+def test_recording_from_the_microphone_is_classified(browser_page):
+    page, _ = browser_page
+    clear = page.locator("#clip button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#clip button[aria-label='Record audio']").click()
+    page.locator("#clip button:has-text('Record'):visible").first.click()
+    time.sleep(2.0)
+    page.locator("#clip button:has-text('Stop'):visible").first.click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Predicted')",
+                           timeout=TIMEOUT_MS)
+    label = page.inner_text("#status").split("Predicted emotion: ")[1].split()[0]
+    assert label in CLASSES
+    shown = page.inner_text("#probabilities").split()
+    assert shown[shown.index("probabilities") + 1] == label
+    page.wait_for_selector("#track svg g.mark-line path", timeout=TIMEOUT_MS)
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "too short"])
