@@ -28,6 +28,8 @@ from lobes.models.frames import SAMPLE_RATE
 
 # At or below this rate, speech has lost everything above 4 kHz: usable, but worth a warning.
 BAND_LIMITED_RATE = 8000
+# Output positions per block of the numpy resampler (our choice: a few MB per block).
+RESAMPLE_BLOCK = 4096
 # The sample formats that can hold NaN or infinity.
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
@@ -186,7 +188,13 @@ def resample(waveform, orig_freq, new_freq):
     kernels = (kernels * (window * np.float32(base_freq / orig))).astype(np.float32)
     padded = np.pad(waveform.astype(np.float32), (width, width + orig))
     windows = np.lib.stride_tricks.sliding_window_view(padded, kernels.shape[1])[::orig]
-    resampled = (windows @ kernels.T).reshape(-1)
+    resampled = np.empty((len(windows), new), dtype=np.float32)
+    # in blocks: a strided view is copied before the product (an hour at 44.1 kHz would copy
+    # 0.7 GB at once)
+    for start in range(0, len(windows), RESAMPLE_BLOCK):
+        block = slice(start, start + RESAMPLE_BLOCK)
+        resampled[block] = windows[block] @ kernels.T
+    resampled = resampled.reshape(-1)
     return np.ascontiguousarray(resampled[: math.ceil(new * len(waveform) / orig)])
 
 
