@@ -23,13 +23,20 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    # The Slurm launcher (lobes.runner.launchers.slurm) queues jobs through submitit.
-    extras_require={"slurm": ["submitit>=1.5"]},
+    extras_require={
+        # gmptl-export --onnx and gmptl-classify --backend onnx (onnxruntime alone runs a model)
+        "onnx": ["onnx", "onnxruntime"],
+        # gmptl-app, the local browser page
+        "app": ["gradio"],
+        # the Slurm launcher (lobes.runner.launchers.slurm) queues jobs through submitit
+        "slurm": ["submitit>=1.5"],
+    },
     entry_points={
         "console_scripts": [
             "gmptl-export=lobes.deploy.export:main",
             "gmptl-classify=lobes.deploy.classify_cli:main",
             "gmptl-compare=lobes.runner.compare_cli:main",
+            "gmptl-app=lobes.deploy.app:main",
         ],
     },
 )

@@ -14,7 +14,12 @@ turn so that every repetition sees the same background load:
   encoder call on the whole file), to show what the chunking does;
 - ``bare HF HubertModel``: the named alternative, ``HubertModel.from_pretrained`` on the same
   encoder folder, the file read with ``soundfile``, normalised as its feature extractor says,
-  one forward (``last_hidden_state`` only) under ``torch.no_grad()``; no pooling, no head.
+  one forward (``last_hidden_state`` only) under ``torch.no_grad()``; no pooling, no head;
+- ``classify_file [N threads]`` and ``onnxruntime [N threads]``: the model folder on torch and
+  its ``model.onnx`` (``gmptl-export --onnx``, i.e. ``lobes.deploy.onnx_export.export_onnx``)
+  on onnxruntime (``OnnxEmotionRecognizer.classify_file``; that process never imports torch),
+  each with one thread and with all cores (``--thread_counts``), so that the run prints
+  onnxruntime / torch ratios of RTF and peak memory at both thread counts.
 
 RTF = wall seconds / audio seconds (below 1 is faster than real time); file reading included.
 Peak memory = the process's peak resident set (``VmHWM`` of ``/proc/self/status``, reset after
@@ -28,11 +33,13 @@ Usage::
         [--threads N] [--quick]
 
 The last line printed is ``rtf=<classify_file wall / audio> peak_rss_mb=<peak> rtf_ratio=<ours /
-bare HF>``.
+bare HF> onnx_rtf_ratio_<N>=<onnxruntime / torch RTF> onnx_peak_ratio_<N>=<onnxruntime / torch
+peak RSS>`` for each thread count N.
 """
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -53,10 +60,18 @@ from bench_utils import (
 SAMPLE_RATE = 16000
 
 
-def _load(system, model_folder):
+def _load(system, model_folder, threads=None):
     """Return a callable ``run(path)`` for ``system``."""
+    if system.startswith("onnxruntime"):
+        from lobes.deploy.onnx_runtime import OnnxEmotionRecognizer
+
+        recognizer = OnnxEmotionRecognizer(model_folder, threads=threads)
+        return lambda path: recognizer.classify_file(path).label
+
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     if system.startswith("classify_file"):
         from lobes.deploy.inference import EmotionRecognizer, quiet_library_logs
 
@@ -90,11 +105,7 @@ def _load(system, model_folder):
 
 def worker(system, model_folder, wav_path, warmup_path, connection, threads=None):
     """Load ``system``, warm it up on a short file, then time one call per ``"run"``."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    run = _load(system, model_folder)
+    run = _load(system, model_folder, threads)
     rss_loaded = status_kb("VmRSS") or 0
     run(warmup_path)  # warm-up (thread pools, allocator, lazy imports)
     reset = reset_cpu_peak()
@@ -127,8 +138,13 @@ def main(argv=None):
     parser.add_argument("--size", choices=sorted(SIZES), default="base",
                         help="encoder size (mid: the tests' shrunk run)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--thread_counts", nargs="*", default=["1", "all"],
+                        help="thread counts of the torch / onnxruntime comparison (default: 1 "
+                             "and all cores); none skips it")
     parser.add_argument("--quick", action="store_true", help="1 timed call per system")
     args = parser.parse_args(argv)
+    thread_counts = [os.cpu_count() if count == "all" else int(count)
+                     for count in args.thread_counts]
     repeats = 1 if args.quick else args.repeats
     if args.threads:
         import torch
@@ -141,6 +157,11 @@ def main(argv=None):
         "classify_file", *[f"classify_file, chunk_seconds {c:g}" for c in args.chunks],
         "classify_file, no chunking", "bare HF HubertModel",
     ]
+    system_threads = dict.fromkeys(systems, args.threads)
+    for count in thread_counts:
+        for backend in ("classify_file", "onnxruntime"):
+            system_threads[f"{backend} [{count} threads]"] = count
+    systems = list(system_threads)
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -148,6 +169,17 @@ def main(argv=None):
             work / "model", write_hubert(work / "hubert_base", args.size),
             ["neu", "hap", "ang", "sad"],
         )
+        if thread_counts:
+            import warnings
+
+            from lobes.deploy.onnx_export import export_onnx
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's warnings on HF's Python checks
+                report = export_onnx(model_folder)
+            print(f"ONNX export: {report['export_seconds']:.1f} s, check "
+                  f"{report['check_seconds']:.1f} s, largest probability difference "
+                  f"{report['max_probability_difference']:.1e}")
         wav_path = str(write_test_wav(work / "test.wav", args.seconds))
         warmup_path = str(write_test_wav(work / "warmup.wav", 5.0, seed=1))
         print(f"model folder: random HuBERT-{args.size} + mean pooling + cosine head "
@@ -156,7 +188,8 @@ def main(argv=None):
         for system in systems:  # loaded one after the other: no load overlaps a timed call
             ours, theirs = context.Pipe()
             process = context.Process(target=worker, args=(system, model_folder, wav_path,
-                                                           warmup_path, theirs, args.threads))
+                                                           warmup_path, theirs,
+                                                           system_threads[system]))
             process.start()
             processes.append(process)
             connections[system] = ours
@@ -187,12 +220,23 @@ def main(argv=None):
     print(f"at the end: {load_note()}")
     if not all(result["peak_reset"] for result in results.values()):
         print("note: the peak could not be reset: peak RSS includes loading")
-    ours, bare = results[systems[0]], results[systems[-1]]
-    rtf_ratio = rtf[systems[0]] / rtf[systems[-1]]
+    bare_system = "bare HF HubertModel"
+    ours, bare = results[systems[0]], results[bare_system]
+    rtf_ratio = rtf[systems[0]] / rtf[bare_system]
     print(f"RTF ratio classify_file / bare HF forward: {rtf_ratio:.2f}; "
           f"peak RSS ratio: {ours['peak_kb'] / bare['peak_kb']:.2f}")
+    onnx_figures = ""
+    for count in thread_counts:
+        torch_system, onnx_system = (f"{backend} [{count} threads]"
+                                     for backend in ("classify_file", "onnxruntime"))
+        rtf_ratio_onnx = rtf[onnx_system] / rtf[torch_system]
+        peak_ratio = results[onnx_system]["peak_kb"] / results[torch_system]["peak_kb"]
+        print(f"onnxruntime / torch with {count} thread(s): RTF ratio {rtf_ratio_onnx:.2f}, "
+              f"peak RSS ratio {peak_ratio:.2f}")
+        onnx_figures += (f" onnx_rtf_ratio_{count}={rtf_ratio_onnx:.2f}"
+                         f" onnx_peak_ratio_{count}={peak_ratio:.2f}")
     print(f"\nrtf={rtf[systems[0]]:.4f} peak_rss_mb={ours['peak_kb'] / 1024:.0f} "
-          f"rtf_ratio={rtf_ratio:.2f}")
+          f"rtf_ratio={rtf_ratio:.2f}{onnx_figures}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Imports run downward only, from the recipes through the runner to the model lobe
   importer of recipe scripts (for the tests, the demo and the benchmarks only).
 - ``lobes.runner``: hparams composition and checks, settings records, the steps of a recipe
   (``steps.StepTable``), planning and running a cross-validation, the disk plan, results tables.
-- ``lobes.deploy``: exporting a trained model, inference (``EmotionRecognizer``), command lines.
+- ``lobes.deploy``: exporting a trained model (ONNX too), inference (``EmotionRecognizer``, and
+  ``OnnxEmotionRecognizer`` without torch), command lines, the browser app.
 - ``lobes.training``: the ``Brain`` base of every training step, checkpoints, metrics.
 - ``lobes.data``: audio reading, manifests and the preparation skeleton, datasets, the corpus
   registry.

@@ -71,12 +71,18 @@ def test_step_bench_times_both_training_steps_and_the_heads():
 
 def test_inference_bench_times_every_system():
     output = run_bench("inference_bench.py", "--quick", "--size", "mid", "--seconds", "4",
-                       "--chunks", "1", "--threads", "1")
+                       "--chunks", "1", "--threads", "1", "--thread_counts", "2")
     figures = summary(output)
     assert figures["rtf"] > 0 and figures["peak_rss_mb"] > 0 and figures["rtf_ratio"] > 0
     for system in ("classify_file ", "classify_file, chunk_seconds 1 ",
-                   "classify_file, no chunking ", "bare HF HubertModel "):
+                   "classify_file, no chunking ", "bare HF HubertModel ",
+                   "classify_file [2 threads] ", "onnxruntime [2 threads] "):
         assert any(line.startswith(system) for line in output.splitlines()), system
+    # onnxruntime beside torch, as ratios (two threads only here: each thread count adds two
+    # model processes; the by-hand run does 1 and all); the export checked itself
+    assert figures["onnx_rtf_ratio_2"] > 0 and figures["onnx_peak_ratio_2"] > 0
+    difference = re.search(r"largest probability difference ([\d.e+-]+)", output)
+    assert float(difference[1]) <= 1e-4
 
 
 def test_study_bench_runs_both_ways_with_identical_metrics():

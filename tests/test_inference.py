@@ -329,3 +329,25 @@ def test_smaller_mistakes_of_export_classify_and_the_scripts(cv_run, tmp_path, c
     assert "--precision" in helped.stdout
     log = (cv_run / "fold1" / "stage2" / "run.log").read_text()
     assert "torchvision" not in log
+
+
+def test_onnx_export_of_the_trained_model_matches_training_evaluation(
+    cv_run, test_wavs, tmp_path, capsys
+):
+    """gmptl-export --onnx on the demo's stage-2 run: onnxruntime alone reproduces the
+    training-time evaluation (labels, probabilities within 1e-4) of the trained model."""
+    from lobes.deploy.export import main as export_main
+    from lobes.deploy.onnx_runtime import OnnxEmotionRecognizer
+
+    export_main([str(cv_run / "fold1" / "stage2"), str(tmp_path / "model"), "--onnx"])
+    assert "model.onnx written (torch.onnx.export" in capsys.readouterr().out
+    assert "## ONNX" in (tmp_path / "model" / "README.md").read_text()
+    predictions = read_predictions(cv_run / "fold1" / "stage2" / "predictions.csv")
+    recognizer = OnnxEmotionRecognizer(tmp_path / "model", threads=1)
+    for utt_id in list(test_wavs)[:12]:
+        prediction = recognizer.classify_file(test_wavs[utt_id])
+        expected = predictions[utt_id]
+        assert prediction.label == expected["predicted"]
+        assert prediction.probabilities.tolist() == pytest.approx(
+            [float(expected[f"score_{c}"]) for c in recognizer.classes], abs=PROBABILITY_TOLERANCE
+        )

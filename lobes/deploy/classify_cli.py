@@ -3,12 +3,17 @@
 Usage::
 
     gmptl-classify MODEL_FOLDER FILE_OR_DIR... [--json] [--frames] [--plot OUT.png]
+        [--backend torch|onnx]
 
 A folder is searched recursively for ``*.wav`` and ``*.flac`` files, which are classified in
 batches of similar duration with a progress bar. Every file goes through the project's audio
-loader (``lobes.data.audio.read_audio``: any sample rate, stereo mixed down). A file that cannot be
-used (missing, corrupt, empty, shorter than 25 ms) is reported by name on stderr and skipped; the
-others are still classified, and the exit status is 1 when any file failed.
+loader (``lobes.data.audio.read_waveform``: any sample rate, stereo mixed down). A file that
+cannot be used (missing, corrupt, empty, shorter than 25 ms) is reported by name on stderr and
+skipped; the others are still classified, and the exit status is 1 when any file failed.
+
+``--backend onnx`` runs the folder's ``model.onnx`` (``gmptl-export --onnx``) with onnxruntime:
+that path never imports torch (``lobes.deploy.onnx_runtime``); reading, refusing and printing are
+the same code for both backends (``lobes.deploy.predictions``).
 """
 
 import argparse
@@ -16,13 +21,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from lobes.data.audio import AudioError, audio_info, read_audio
-from lobes.deploy.inference import EmotionRecognizer, frame_times, quiet_library_logs
-from lobes.models.frames import RECEPTIVE_FIELD, SAMPLE_RATE, TooShortError
-from lobes.utils.io import save_figure
+from lobes.data.audio import AudioError, audio_info
+from lobes.deploy.predictions import (
+    format_table,
+    plot_emotion_track,
+    read_clip,
+    result_record,
+)
+from lobes.models.frames import TooShortError
+
+BACKENDS = ("torch", "onnx")
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -80,49 +90,11 @@ def plot_paths(plot_path, audio_files):
     return paths
 
 
-def plot_emotion_track(waveform, prediction, classes, path, title=""):
-    """Save a figure of the waveform and the frame-level emotion probabilities as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    frame_probabilities = prediction.frame_scores.softmax(dim=-1).numpy()
-    times = frame_times(len(frame_probabilities)).numpy()
-    fig, (wave_axis, track_axis) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    wave_axis.plot(torch.arange(len(waveform)).numpy() / SAMPLE_RATE, waveform.numpy(),
-                   linewidth=0.5, color="0.3")
-    wave_axis.set_ylabel("waveform")
-    probabilities = ", ".join(
-        f"{name} {p:.2f}" for name, p in zip(classes, prediction.probabilities.tolist(),
-                                              strict=True)
-    )
-    wave_axis.set_title(f"{title}\nutterance: {prediction.label} ({probabilities})")
-    for index, name in enumerate(classes):
-        track_axis.plot(times, frame_probabilities[:, index], label=name)
-    track_axis.set_ylim(0, 1)
-    track_axis.set_xlabel("time (s)")
-    track_axis.set_ylabel("frame probability")
-    track_axis.legend(loc="upper right", ncol=len(classes), fontsize="small")
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def _duration(path):
     try:
         return audio_info(path).duration
     except AudioError:
         return 0.0
-
-
-def _read(path):
-    waveform = read_audio(path)
-    if len(waveform) < RECEPTIVE_FIELD:
-        raise TooShortError(
-            f"{path} holds {len(waveform)} samples at 16 kHz, fewer than one HuBERT frame "
-            f"({RECEPTIVE_FIELD} samples = 25 ms)"
-        )
-    return waveform
 
 
 def classify_files(recognizer, audio_files, batch_size=8, plot_path=None, progress=True):
@@ -144,17 +116,14 @@ def classify_files(recognizer, audio_files, batch_size=8, plot_path=None, progre
             waveforms = {}
             for path in by_duration[start:start + batch_size]:
                 try:
-                    waveforms[path] = _read(path)
+                    waveforms[path] = read_clip(path)
                 except (AudioError, TooShortError) as error:
                     failures[path] = str(error)
                     tqdm.write(f"gmptl-classify: skipped {path}: {error}", file=sys.stderr)
             if waveforms:
-                lengths = torch.tensor([len(w) for w in waveforms.values()])
-                batch = torch.nn.utils.rnn.pad_sequence(list(waveforms.values()),
-                                                        batch_first=True)
-                predictions = recognizer.classify_batch(batch, lengths / lengths.max())
+                predictions = recognizer.classify_waveforms(list(waveforms.values()))
                 for (path, waveform), prediction in zip(
-                    waveforms.items(), predictions.per_utterance(), strict=True
+                    waveforms.items(), predictions, strict=True
                 ):
                     results[path] = prediction
                     if path in figures:
@@ -164,31 +133,22 @@ def classify_files(recognizer, audio_files, batch_size=8, plot_path=None, progre
     return results, failures
 
 
-def result_record(path, prediction, classes, with_frames=False):
-    """One file's result as a JSON-ready dict."""
-    record = {
-        "file": str(path),
-        "label": prediction.label,
-        "probabilities": dict(zip(classes, prediction.probabilities.tolist(), strict=True)),
-        "n_frames": len(prediction.frame_scores),
-    }
-    if with_frames:
-        record["frame_scores"] = [
-            [round(score, 4) for score in frame] for frame in prediction.frame_scores.tolist()
-        ]
-    return record
+def load_recognizer(model_folder, backend="torch", device="cpu", precision="fp32"):
+    """The recognizer of a model folder: ``EmotionRecognizer`` (torch) or
+    ``OnnxEmotionRecognizer`` (onnxruntime; torch is then never imported).
 
+    Both offer ``classes``, ``classify_waveforms`` and ``classify_file``.
+    """
+    if backend == "onnx":
+        from lobes.deploy.onnx_runtime import OnnxEmotionRecognizer
 
-def format_table(records, classes):
-    """The results as a text table: file, label, one probability column per class."""
-    width = max([len("file"), *(len(record["file"]) for record in records)])
-    lines = [f"{'file':<{width}}  {'label':<6}" + "".join(f"{name:>8}" for name in classes)]
-    for record in records:
-        lines.append(
-            f"{record['file']:<{width}}  {record['label']:<6}"
-            + "".join(f"{record['probabilities'][name]:>8.3f}" for name in classes)
-        )
-    return "\n".join(lines)
+        return OnnxEmotionRecognizer(model_folder)
+    from lobes.deploy.inference import EmotionRecognizer, quiet_library_logs
+
+    quiet_library_logs()
+    return EmotionRecognizer.from_hparams(
+        source=model_folder, run_opts={"device": device, "precision": precision}
+    )
 
 
 def parse_args(argv=None):
@@ -207,24 +167,33 @@ def parse_args(argv=None):
                         help="save the waveform and the frame-level emotion track: with one "
                              "input file to OUT.png, with several to OUT_<file stem>.png beside it")
     parser.add_argument("--batch_size", type=int, default=8, help="files per batch (default 8)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default cpu)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                        help="autocast precision of the encoder and heads (default fp32)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch (default: the SpeechBrain model folder) or onnx (the "
+                             "folder's model.onnx from gmptl-export --onnx, run with onnxruntime, "
+                             "no torch)")
+    parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu; torch only)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                        help="autocast precision of the encoder and heads (default fp32; torch "
+                             "only)")
     args = parser.parse_args(argv)
     if args.frames and not args.json:
         parser.error("--frames adds the per-frame scores to the JSON records: use it with --json")
+    if args.backend == "onnx" and (args.device or args.precision):
+        parser.error("--device and --precision choose how torch runs: the onnx backend runs "
+                     "fp32 on the CPU; drop them or use --backend torch")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    quiet_library_logs()
     audio_files = find_audio_files(args.inputs)
     if not audio_files:
         raise SystemExit(f"gmptl-classify: error: no *.wav or *.flac file in {args.inputs}")
-    recognizer = EmotionRecognizer.from_hparams(
-        source=args.model_folder, run_opts={"device": args.device, "precision": args.precision}
-    )
+    try:
+        recognizer = load_recognizer(args.model_folder, args.backend, args.device or "cpu",
+                                     args.precision or "fp32")
+    except (FileNotFoundError, ImportError) as error:
+        raise SystemExit(f"gmptl-classify: error: {error}") from error
     results, failures = classify_files(
         recognizer, audio_files, args.batch_size, args.plot, progress=len(audio_files) > 1
     )

@@ -2,7 +2,7 @@
 
 Usage::
 
-    gmptl-export STAGE2_FOLDER MODEL_FOLDER [--overwrite]
+    gmptl-export STAGE2_FOLDER MODEL_FOLDER [--overwrite] [--onnx]
 
 ``STAGE2_FOLDER`` is the output folder of ``train.py hparams/stage2.yaml`` (or
 ``hparams/baseline.yaml``): its ``hyperparams.yaml``, ``encoder.ckpt``, ``save/CKPT+*``
@@ -13,7 +13,9 @@ checkpoints, ``save/label_encoder.txt`` and ``metrics.json``. ``MODEL_FOLDER`` r
   loaded through the same ``SSLEncoder`` as in training;
 - ``pooling.ckpt``, ``emotion_head.ckpt``: the weights of the checkpoint with the best valid UA
   (the one the test evaluation used);
-- ``label_encoder.txt`` and a model card, ``README.md``.
+- ``label_encoder.txt`` and a model card, ``README.md``;
+- with ``--onnx``: ``model.onnx`` and ``head.onnx`` for onnxruntime without torch, checked
+  against torch before they are written (``lobes.deploy.onnx_export``).
 
 No path into the training tree is written: the folder can be copied anywhere and loads offline.
 """
@@ -431,6 +433,9 @@ def main(argv=None):
     parser.add_argument("stage_folder", help="output folder of a finished stage-2/baseline run")
     parser.add_argument("model_folder", help="the model folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx (and head.onnx) for onnxruntime, checked "
+                             "against torch (needs pip install '.[onnx]')")
     args = parser.parse_args(argv)
     quiet_library_logs()
     try:
@@ -438,6 +443,18 @@ def main(argv=None):
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise SystemExit(f"gmptl-export: error: {error}") from error
     print(f"model folder written to {folder}; try: gmptl-classify {folder} speech.wav")
+    if args.onnx:
+        from lobes.deploy.onnx_export import OnnxCheckError, export_onnx
+
+        try:
+            report = export_onnx(folder)
+        except (ImportError, OnnxCheckError) as error:
+            raise SystemExit(f"gmptl-export: error: no ONNX model written to {folder}: "
+                             f"{error}") from error
+        print(f"model.onnx written ({report['exporter']}, opset {report['opset']}, "
+              f"{report['export_seconds']:.1f} s; onnxruntime agrees with torch within "
+              f"{report['max_probability_difference']:.1e}); try: gmptl-classify {folder} "
+              "speech.wav --backend onnx")
 
 
 if __name__ == "__main__":

@@ -26,11 +26,19 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 
 from lobes.data.audio import read_audio
-from lobes.models.frames import FRAME_SHIFT, RECEPTIVE_FIELD, SAMPLE_RATE, TooShortError, frame_mask
+from lobes.deploy import predictions
+from lobes.deploy.predictions import (
+    CHUNK_OVERLAP,
+    EmotionPrediction,
+    check_utterance_lengths,
+    chunk_bounds,
+    chunk_frames_of,
+    read_clip,
+)
+from lobes.models.frames import FRAME_SHIFT, frame_mask
 
-# A chunk of ``k * FRAME_SHIFT`` samples plus this overlap yields exactly ``k`` frames that sit
-# on the frame grid of the whole file.
-CHUNK_OVERLAP = RECEPTIVE_FIELD - FRAME_SHIFT
+__all__ = ["CHUNK_OVERLAP", "EmotionBatch", "EmotionPrediction", "EmotionRecognizer",
+           "chunk_bounds", "frame_times", "quiet_library_logs"]
 
 
 def quiet_library_logs():
@@ -56,58 +64,15 @@ def quiet_library_logs():
 
 
 def frame_times(n_frames):
-    """Centre time in seconds of each 20 ms HuBERT frame (frame ``i`` covers samples
-    ``320 i .. 320 i + 400``).
+    """Centre time in seconds of each 20 ms HuBERT frame, as a tensor
+    (``lobes.deploy.predictions.frame_times``).
 
     Example
     -------
     >>> frame_times(3)
     tensor([0.0125, 0.0325, 0.0525])
     """
-    return (torch.arange(n_frames) * FRAME_SHIFT + RECEPTIVE_FIELD / 2) / SAMPLE_RATE
-
-
-def chunk_bounds(n_samples, chunk_frames):
-    """``(start, end)`` sample bounds of the chunks a long waveform is encoded in.
-
-    Each chunk starts on the frame grid and overlaps the next by 80 samples, so that the
-    chunks' frames, concatenated, are the frames of the whole waveform
-    (``lobes.models.frames.n_frames(n_samples)`` of them), each computed from the same 400 samples.
-
-    Arguments
-    ---------
-    n_samples : int
-        Length of the waveform (at least 400 samples).
-    chunk_frames : int
-        Frames per chunk (the chunk length is ``320 * chunk_frames`` samples, plus 80).
-
-    Example
-    -------
-    >>> chunk_bounds(1100, 2)
-    [(0, 720), (640, 1100)]
-    >>> from lobes.models.frames import n_frames
-    >>> sum(n_frames(end - start) for start, end in chunk_bounds(1100, 2)) == n_frames(1100)
-    True
-    """
-    step = chunk_frames * FRAME_SHIFT
-    return [
-        (start, min(start + step + CHUNK_OVERLAP, n_samples))
-        for start in range(0, n_samples - RECEPTIVE_FIELD + 1, step)
-    ]
-
-
-class EmotionPrediction(NamedTuple):
-    """The result for one utterance.
-
-    ``label``: the predicted emotion; ``probabilities``: ``(n_classes,)`` softmax of the
-    utterance scores; ``frame_scores``: ``(n_frames, n_classes)`` scores of each 20 ms frame
-    (same scale as the utterance scores; ``frame_scores.softmax(-1)`` gives per-frame
-    probabilities, ``frame_times`` their times).
-    """
-
-    label: str
-    probabilities: torch.Tensor
-    frame_scores: torch.Tensor
+    return torch.from_numpy(predictions.frame_times(n_frames)).float()
 
 
 class EmotionBatch(NamedTuple):
@@ -189,8 +154,7 @@ class EmotionRecognizer(Pretrained):
     @property
     def chunk_frames(self):
         """Frames per encoder chunk (``chunk_seconds`` of the hparams, default 30 s)."""
-        chunk_seconds = getattr(self.hparams, "chunk_seconds", 30.0)
-        return max(1, round(chunk_seconds * SAMPLE_RATE / FRAME_SHIFT))
+        return chunk_frames_of(getattr(self.hparams, "chunk_seconds", 30.0))
 
     def load_audio(self, path, savedir=None):
         """Read an audio file with the project's loader (16 kHz mono, any rate or channels)."""
@@ -218,11 +182,7 @@ class EmotionRecognizer(Pretrained):
         wavs, wav_lens = wavs.to(self.device).float(), wav_lens.to(self.device)
         max_samples = wavs.shape[1]
         n_samples = torch.round(wav_lens * max_samples).long().clamp(max=max_samples)
-        if int(n_samples.min()) < RECEPTIVE_FIELD:
-            raise TooShortError(
-                f"an utterance of {int(n_samples.min())} samples is shorter than one HuBERT "
-                f"frame ({RECEPTIVE_FIELD} samples = 25 ms at 16 kHz)"
-            )
+        check_utterance_lengths(n_samples)
         chunk_samples = self.chunk_frames * FRAME_SHIFT + CHUNK_OVERLAP
         if max_samples <= chunk_samples:
             hidden, frame_counts = self.mods.encoder(wavs, wav_lens)
@@ -293,13 +253,17 @@ class EmotionRecognizer(Pretrained):
         lobes.models.frames.TooShortError
             If it holds fewer than 400 samples at 16 kHz.
         """
-        waveform = self.load_audio(path)
-        if len(waveform) < RECEPTIVE_FIELD:
-            raise TooShortError(
-                f"{path} holds {len(waveform)} samples at 16 kHz, fewer than one HuBERT frame "
-                f"({RECEPTIVE_FIELD} samples = 25 ms)"
-            )
+        waveform = torch.from_numpy(read_clip(path))
         return self.classify_batch(waveform.unsqueeze(0)).per_utterance()[0]
+
+    def classify_waveforms(self, waveforms):
+        """Classify 1-D 16 kHz waveforms of any lengths (numpy arrays or tensors), padded into
+        one batch: one ``EmotionPrediction`` each (the interface ``OnnxEmotionRecognizer``
+        shares, used by ``gmptl-classify`` and ``gmptl-app``)."""
+        waveforms = [torch.as_tensor(waveform) for waveform in waveforms]
+        lengths = torch.tensor([len(waveform) for waveform in waveforms])
+        batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
+        return self.classify_batch(batch, lengths / lengths.max()).per_utterance()
 
     def forward(self, wavs, wav_lens=None):
         """Run the classification (``classify_batch``)."""

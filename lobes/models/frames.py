@@ -3,9 +3,10 @@
 HuBERT's convolutional feature extractor has a receptive field of 400 samples and
 a stride of 320 samples, so an utterance of ``n`` samples yields
 ``floor((n - 400) / 320) + 1`` frames (docs/design.md, The method).
-"""
 
-import torch
+No torch import at module level: the torch-free ONNX runtime path (``lobes.deploy.onnx_runtime``)
+uses these constants and ``n_frames`` too.
+"""
 
 SAMPLE_RATE = 16000
 FRAME_SHIFT = 320
@@ -21,8 +22,8 @@ def n_frames(n_samples):
 
     Arguments
     ---------
-    n_samples : int or torch.Tensor
-        Number of 16 kHz samples (a tensor gives an elementwise answer).
+    n_samples : int, torch.Tensor or numpy.ndarray
+        Number of 16 kHz samples (a tensor or an array gives an elementwise answer).
 
     Returns
     -------
@@ -38,18 +39,19 @@ def n_frames(n_samples):
     -------
     >>> n_frames(16000)
     49
+    >>> import torch
     >>> n_frames(torch.tensor([400, 719, 720]))
     tensor([1, 1, 2])
     """
-    if isinstance(n_samples, torch.Tensor):
+    if hasattr(n_samples, "shape"):  # a tensor or an array: elementwise
         if bool((n_samples < RECEPTIVE_FIELD).any()):
             raise TooShortError(
                 f"a clip of {int(n_samples.min())} samples is shorter than one HuBERT "
                 f"frame ({RECEPTIVE_FIELD} samples = 25 ms at 16 kHz); drop it or pad it"
             )
-        return torch.div(
-            n_samples.long() - RECEPTIVE_FIELD, FRAME_SHIFT, rounding_mode="floor"
-        ) + 1
+        whole = n_samples.long() if hasattr(n_samples, "long") else n_samples.astype("int64")
+        # non-negative here, so floor division is exact
+        return (whole - RECEPTIVE_FIELD) // FRAME_SHIFT + 1
     n_samples = int(n_samples)
     if n_samples < RECEPTIVE_FIELD:
         raise TooShortError(
@@ -64,9 +66,12 @@ def frame_mask(frame_counts, max_frames):
 
     Example
     -------
+    >>> import torch
     >>> frame_mask(torch.tensor([2, 3]), 3)
     tensor([[ True,  True, False],
             [ True,  True,  True]])
     """
+    import torch  # here: the module's constants serve the torch-free path too
+
     positions = torch.arange(max_frames, device=frame_counts.device)
     return positions.unsqueeze(0) < frame_counts.unsqueeze(1)
