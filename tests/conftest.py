@@ -13,6 +13,17 @@ from recipe_helpers import recipe_module, run_cv  # noqa: E402
 from lobes.fixtures.encoders import write_tiny_hubert  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def process_environment():
+    """Each test leaves the environment as it found it: SpeechBrain sets ``SB_LOG_LEVEL`` in the
+    process it runs in (and the command-line helpers quiet it), which the subprocesses of later
+    tests would otherwise inherit."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_hubert_dir(tmp_path_factory):
     """A tiny random-weight HuBERT (3 layers, 32-d) saved with ``save_pretrained``."""

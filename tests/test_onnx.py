@@ -39,11 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    threads = torch.get_num_threads()
+    threads, environment = torch.get_num_threads(), dict(os.environ)
     torch.set_num_threads(1)
     quiet_library_logs()
     yield
     torch.set_num_threads(threads)
+    # quiet_library_logs sets SB_LOG_LEVEL for the process: later tests' subprocesses must not
+    # inherit it (their SpeechBrain logs are read)
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 @pytest.fixture(scope="module")

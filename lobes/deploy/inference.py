@@ -49,9 +49,11 @@ def quiet_library_logs():
 
     Example
     -------
+    >>> environment = dict(os.environ)
     >>> quiet_library_logs()
     >>> logging.getLogger("speechbrain.utils.parameter_transfer").level >= logging.WARNING
     True
+    >>> os.environ.clear(); os.environ.update(environment)  # the process goes on (a test suite)
     """
     import transformers
 

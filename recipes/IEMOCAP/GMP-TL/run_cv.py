@@ -226,8 +226,9 @@ def plan_study(args):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s - %(message)s")
-    # SpeechBrain warns at import which torchaudio backend it found: nothing a study's user acts on
-    logging.getLogger("speechbrain.utils.torch_audio_backend").setLevel(logging.ERROR)
+    # SpeechBrain says at import which torchaudio backend it found (at the level SB_LOG_LEVEL
+    # sets, up to a warning): nothing a study's user acts on
+    logging.getLogger("speechbrain.utils.torch_audio_backend").addFilter(lambda record: False)
     if args.launcher == "local":
         from lobes.runner.launchers.local import Slots, available_cores, visible_gpus
 
