@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ TINY_ENCODER_HPARAMS = REPO / "hparams" / "encoders" / "tiny.yaml"
 # Test overrides on top of hparams/demo.yaml: the learning tests use the demo's settings; the
 # extraction tests read the feature cache, which the recipe deletes by default.
 CV_TEST_OVERRIDES = "keep_feature_cache: True\n"
+
+
+def interruptible():
+    """``preexec_fn`` of a process a test sends SIGINT, as a terminal's Ctrl-C would: a shell
+    running the suite as a background job ignores SIGINT, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def recipe_table():

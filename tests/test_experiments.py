@@ -17,6 +17,7 @@ from recipe_helpers import (
     RECIPE_DIR,
     REPO,
     TINY_ENCODER_HPARAMS,
+    interruptible,
     recipe_module,
     run_cv,
     tiny_encoder,
@@ -206,7 +207,7 @@ def test_ctrl_c_says_how_to_resume(corpus, demo_hubert_dir, tmp_path):
         [sys.executable, str(RECIPE_DIR / "train.py"), str(HPARAMS / "baseline.yaml"),
          f"--data_folder={corpus}", *tiny_encoder(demo_hubert_dir), f"--output_root={root}",
          "--number_of_epochs=50", "--expected_utterances=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     log = root / "baseline" / "log.txt"
     deadline = time.time() + 300
     while time.time() < deadline and not (log.exists() and "Going into epoch" in log.read_text()):

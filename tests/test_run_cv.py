@@ -11,7 +11,14 @@ import time
 
 import numpy as np
 import pytest
-from recipe_helpers import RECIPE_DIR, TINY_ENCODER_HPARAMS, recipe_module, run_cv, tiny_encoder
+from recipe_helpers import (
+    RECIPE_DIR,
+    TINY_ENCODER_HPARAMS,
+    interruptible,
+    recipe_module,
+    run_cv,
+    tiny_encoder,
+)
 from slurm_cluster import slurm_cluster  # noqa: F401 (the fixture)
 
 from lobes.gmp.labels import read_label_file
@@ -309,7 +316,7 @@ def test_ctrl_c_stops_every_job_and_says_how_to_resume(tmp_path, small_corpus, d
         "--expected_utterances", "0", "--folds", "1,2", "--systems", "baseline", "--jobs", "2",
     ]
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, preexec_fn=interruptible)
     deadline, jobs = time.time() + 300, []
     while len(jobs) < 2 and time.time() < deadline and runner.poll() is None:
         time.sleep(0.2)
