@@ -5,9 +5,11 @@ the plan into jobs whose dependencies come from the recipe's table of steps (the
 step reads, ``lobes.runner.recipe.previous_steps``): a step two systems share (stage 0 and the
 GMPs of ``gmp_tl`` and ``single_scale``) is one job. A launcher (``lobes.runner.launchers``)
 runs the jobs that are not finished yet: in parallel on the machine at hand, or queued on a
-Slurm cluster.
+Slurm cluster (``run_on_slurm``: what the runner queues, shows and reports, through
+``lobes.runner.launchers.slurm``).
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,3 +113,67 @@ def dependents(graph, failed_keys):
                 blocked.add(job.key)
                 changed = True
     return blocked
+
+
+def run_on_slurm(args, graph, write_results):
+    """Queue the jobs not finished yet on the Slurm cluster (those queued or running already
+    keep their Slurm job), then, unless ``--no_wait``, wait for them and write the results.
+
+    ``args`` are the runner's options (``output_folder``, ``device``, ``nproc``, ``no_wait`` and
+    the ``slurm_*`` ones); ``write_results()`` writes the study's tables and returns them.
+    """
+    from lobes.runner.launchers import slurm
+
+    options = slurm.SlurmOptions(
+        partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
+        cpus_per_job=args.slurm_cpus_per_job, mem_gb=args.slurm_mem_gb,
+        account=args.slurm_account, qos=args.slurm_qos,
+        extra=dict(slurm.parse_slurm_option(option) for option in args.slurm_option),
+        **({"time_min": args.slurm_time_min} if args.slurm_time_min else {}))
+    todo = [job for job in graph if not job.done]
+    labels = {job.key: job.label for job in graph}
+    gpus = 0 if args.device == "cpu" else args.nproc
+    before = slurm.status(args.output_folder)
+    on_cluster = {key for key, state in before.items()
+                  if state.state in slurm.ACTIVE | {"finished"}}
+    for job in todo:  # a job queued or running already keeps the overrides it was queued with
+        if job.key not in on_cluster:
+            write_overrides(job)
+    ids = slurm.submit_study(
+        [{"key": job.key, "command": job.command, "log_dir": job.folder, "needs": job.needs,
+          "gpus": gpus, "nproc": args.nproc} for job in todo], args.output_folder, options)
+
+    def show(key, state):
+        print(f"[{time.strftime('%H:%M:%S')}] {labels.get(key, key)}: {state.state} (Slurm job "
+              f"{state.job_id}; log {state.log})", flush=True)
+
+    for job in graph:
+        if job.done and job.key in before:
+            show(job.key, before[job.key])
+        elif job.done:
+            print(f"{job.label}: complete, skipped", flush=True)
+        elif job.key in before and before[job.key].job_id != ids.get(job.key):
+            old = before[job.key]
+            print(f"{job.label}: {old.state} (Slurm job {old.job_id}; log {old.log}), queued "
+                  f"again as Slurm job {ids[job.key]}", flush=True)
+    if args.no_wait:
+        states = slurm.status(args.output_folder)
+        for job in todo:
+            show(job.key, states[job.key])
+        print(f"\n{len(todo)} jobs on the cluster; run the same command again to see their "
+              "state, and once all have finished, the results")
+        return
+    final = slurm.wait(args.output_folder, on_change=show)
+    ended = {key: state for key, state in final.items() if key in ids}
+    unfinished = {key: state for key, state in ended.items() if state.state != "finished"}
+    markdown = write_results()
+    if unfinished:
+        from lobes.runner.launchers.local import Failures
+
+        raise Failures("\n".join(
+            f"{labels.get(key, key)}: {state.state} (Slurm job {state.job_id}); log: {state.log}"
+            for key, state in unfinished.items())
+            + "\nfix the cause and run the same command again: finished steps are kept, the "
+              "failed and cancelled jobs are queued again")
+    print(f"\nall jobs done; results in {Path(args.output_folder) / 'results.md'}\n")
+    print(markdown)

@@ -43,6 +43,7 @@ from lobes.utils.errors import HparamsError
 
 SYSTEMS = ("gmp_tl", "baseline", "no_gender", "single_scale", "no_stage1")
 REPORTED = {"name": "GMP-TL (paper, reported)", "WA": 0.800, "UA": 0.820}
+RESULTS_EVERY_S = 300  # our choice: how stale the results tables of a running study may get
 SLURM_OPTIONS = (
     ("partition", str, "slurm: the partition"),
     ("gpus_per_job", int, "slurm: GPUs per job (default: --nproc)"),
@@ -243,6 +244,8 @@ def main(argv=None):
                   + (f", after {', '.join(job.needs)}" if job.needs and not job.done else ""))
         return
     if args.launcher == "slurm":
+        from lobes.runner.study import run_on_slurm
+
         return run_on_slurm(args, graph, lambda: write_study_results(args, overrides, runs,
                                                                      planned, chains))
     started = time.time()
@@ -252,10 +255,14 @@ def main(argv=None):
     from lobes.runner.launchers.local import Failures, run_jobs
 
     finals = {chain[-1] for chain in chains.values()}
+    last_written = [0.0]
 
     def results_so_far(job):
-        if job.planned.step.folder in finals:
+        # the tables' bootstrap takes seconds at IEMOCAP's size, during which no job starts:
+        # at most one interim write every RESULTS_EVERY_S (the end of the study writes them all)
+        if job.planned.step.folder in finals and time.time() - last_written[0] > RESULTS_EVERY_S:
             write_study_results(args, overrides, runs, planned, chains)
+            last_written[0] = time.time()
 
     failures = None
     try:
@@ -268,67 +275,6 @@ def main(argv=None):
                        "command again: finished steps are kept")
     print(f"\nall jobs done in {time.time() - started:.0f} s; results in "
           f"{Path(args.output_folder) / 'results.md'}\n")
-    print(markdown)
-
-
-def run_on_slurm(args, graph, write_results):
-    """Queue the jobs not finished yet on the Slurm cluster (those queued or running already
-    keep their Slurm job), then, unless ``--no_wait``, wait for them and write the results."""
-    from lobes.runner import study
-    from lobes.runner.launchers import slurm
-
-    options = slurm.SlurmOptions(
-        partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
-        cpus_per_job=args.slurm_cpus_per_job, mem_gb=args.slurm_mem_gb,
-        account=args.slurm_account, qos=args.slurm_qos,
-        extra=dict(slurm.parse_slurm_option(option) for option in args.slurm_option),
-        **({"time_min": args.slurm_time_min} if args.slurm_time_min else {}))
-    todo = [job for job in graph if not job.done]
-    labels = {job.key: job.label for job in graph}
-    gpus = 0 if args.device == "cpu" else args.nproc
-    before = slurm.status(args.output_folder)
-    on_cluster = {key for key, state in before.items()
-                  if state.state in slurm.ACTIVE | {"finished"}}
-    for job in todo:  # a job queued or running already keeps the overrides it was queued with
-        if job.key not in on_cluster:
-            study.write_overrides(job)
-    ids = slurm.submit_study(
-        [{"key": job.key, "command": job.command, "log_dir": job.folder, "needs": job.needs,
-          "gpus": gpus, "nproc": args.nproc} for job in todo], args.output_folder, options)
-
-    def show(key, state):
-        print(f"[{time.strftime('%H:%M:%S')}] {labels.get(key, key)}: {state.state} (Slurm job "
-              f"{state.job_id}; log {state.log})", flush=True)
-
-    for job in graph:
-        if job.done and job.key in before:
-            show(job.key, before[job.key])
-        elif job.done:
-            print(f"{job.label}: complete, skipped", flush=True)
-        elif job.key in before and before[job.key].job_id != ids.get(job.key):
-            old = before[job.key]
-            print(f"{job.label}: {old.state} (Slurm job {old.job_id}; log {old.log}), queued "
-                  f"again as Slurm job {ids[job.key]}", flush=True)
-    if args.no_wait:
-        states = slurm.status(args.output_folder)
-        for job in todo:
-            show(job.key, states[job.key])
-        print(f"\n{len(todo)} jobs on the cluster; run the same command again to see their "
-              "state, and once all have finished, the results")
-        return
-    final = slurm.wait(args.output_folder, on_change=show)
-    ended = {key: state for key, state in final.items() if key in ids}
-    unfinished = {key: state for key, state in ended.items() if state.state != "finished"}
-    markdown = write_results()
-    if unfinished:
-        from lobes.runner.launchers.local import Failures
-
-        raise Failures("\n".join(
-            f"{labels.get(key, key)}: {state.state} (Slurm job {state.job_id}); log: {state.log}"
-            for key, state in unfinished.items())
-            + "\nfix the cause and run the same command again: finished steps are kept, the "
-              "failed and cancelled jobs are queued again")
-    print(f"\nall jobs done; results in {Path(args.output_folder) / 'results.md'}\n")
     print(markdown)
 
 
